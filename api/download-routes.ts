@@ -1,0 +1,87 @@
+import { Router, type RequestHandler } from 'express';
+import { z } from 'zod';
+import { NotFoundError, ValidationError } from '../shared/errors.js';
+import type { JobLog } from '../shared/job-log.js';
+import { START_CURSOR } from '../shared/log-cursor.js';
+import type { JobStore } from './job-store.js';
+import { LogsQuerySchema, ListQuerySchema, parseOrThrow, validateSubmission } from './request-schemas.js';
+
+export interface DownloadRoutesOptions {
+  readonly jenkinsUrl: string;
+  readonly jobStore: JobStore;
+  readonly jobLog: JobLog;
+  readonly logStream: RequestHandler;
+}
+
+const BASE = '/api/v1/jenkins';
+const isJobId = (value: string) => z.uuid().safeParse(value).success;
+
+/** Unknown ids (including malformed ones) are 404, never a 500 or a Redis lookup. */
+const requireJobId: RequestHandler = (req, _res, next) => {
+  if (!isJobId(String(req.params.id))) throw new NotFoundError(`No job ${String(req.params.id).slice(0, 64)}`);
+  next();
+};
+
+/** The HTTP surface the tracker's front end calls, plus JSON log paging and listing. */
+export function createDownloadRouter(options: DownloadRoutesOptions): Router {
+  const { jobStore, jobLog } = options;
+  const router = Router();
+
+  router.post(`${BASE}/download`, async (req, res) => {
+    if (!req.is('application/json')) throw new ValidationError('Content-Type must be application/json');
+    const submission = validateSubmission(req.body, options.jenkinsUrl);
+    const jobId = await jobStore.submit(submission);
+    res.status(202).json({
+      job_id: jobId,
+      message: `Download of ${submission.job_url} for release ${submission.release} accepted`,
+      logs_url: `${BASE}/download/${jobId}`,
+      status_url: `${BASE}/download/${jobId}/status`,
+    });
+  });
+
+  router.get(`${BASE}/downloads`, async (req, res) => {
+    const query = parseOrThrow(ListQuerySchema, req.query, 'query');
+    res.json(await jobStore.list(query));
+  });
+
+  router.get(`${BASE}/download/:id/status`, requireJobId, async (req, res) => {
+    const view = await jobStore.get(String(req.params.id));
+    if (!view) throw new NotFoundError(`No job ${String(req.params.id)}`);
+    res.json(view);
+  });
+
+  router.get(`${BASE}/download/:id/logs`, requireJobId, async (req, res) => {
+    const jobId = String(req.params.id);
+    const query = parseOrThrow(LogsQuerySchema, req.query, 'query');
+    const after = query.after ?? START_CURSOR;
+    const [view, page] = await Promise.all([jobStore.get(jobId), jobLog.read(jobId, after, query.limit)]);
+    if (!view && page.entries.length === 0 && after === START_CURSOR) throw new NotFoundError(`No job ${jobId}`);
+    const lines = page.entries.map((entry) =>
+      entry.kind === 'line'
+        ? { id: entry.id, timestamp: entry.timestamp, message: entry.message }
+        : {
+            id: entry.id,
+            timestamp: entry.timestamp,
+            message: `Job ${entry.status}${entry.error ? `: ${entry.error}` : ''}`,
+            status: entry.status,
+            error: entry.error,
+          },
+    );
+    const finished = !view || (view.status !== 'pending' && view.status !== 'running');
+    res.json({
+      lines,
+      next: lines.at(-1)?.id ?? null,
+      done: finished && page.entries.length < query.limit,
+      ...(page.dropped > 0 ? { dropped: page.dropped } : {}),
+    });
+  });
+
+  router.get(`${BASE}/download/:id`, requireJobId, options.logStream);
+
+  router.delete(`${BASE}/download/:id`, requireJobId, async (req, res) => {
+    await jobStore.remove(String(req.params.id));
+    res.status(204).end();
+  });
+
+  return router;
+}

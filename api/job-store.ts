@@ -1,0 +1,218 @@
+import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { v7 as uuidv7 } from 'uuid';
+import { ConflictError, NotFoundError } from '../shared/errors.js';
+import {
+  JobDataSchema,
+  JobResultSchema,
+  type FileRecord,
+  type JobData,
+  type JobResult,
+  type JobStatus,
+  type Progress,
+} from '../shared/job-contract.js';
+import type { JobLog } from '../shared/job-log.js';
+import { parseProgress } from '../shared/job-progress.js';
+import type { Keys } from '../shared/keys.js';
+
+/** The status document of one job, as `GET .../status` answers it. */
+export interface JobStatusView {
+  id: string;
+  release: string | null;
+  job_url: string | null;
+  status: JobStatus;
+  progress: Progress;
+  started_at: string | null;
+  running_since: string | null;
+  completed_at: string | null;
+  error: string | null;
+  attempts: number;
+  files: FileRecord[] | null;
+}
+
+export interface JobStoreOptions {
+  readonly redis: Redis;
+  readonly queue: Queue<JobData, JobResult>;
+  readonly keys: Keys;
+  readonly jobLog: JobLog;
+  /** Attempts per job (JOB_ATTEMPTS). */
+  readonly attempts: number;
+  /** Seconds a finished job stays readable (JOB_TTL_SECONDS). */
+  readonly jobTtlSeconds: number;
+}
+
+export interface ListQuery {
+  readonly status?: JobStatus | undefined;
+  readonly release?: string | undefined;
+  readonly limit: number;
+  readonly cursor?: string | undefined;
+}
+
+export interface JobStore {
+  submit(data: Omit<JobData, 'accepted_at'>): Promise<string>;
+  /** One job's status, or null when unknown. Costs the same whatever the queue depth. */
+  get(jobId: string): Promise<JobStatusView | null>;
+  list(query: ListQuery): Promise<{ jobs: JobStatusView[]; next: string | null }>;
+  /** Removes a finished job and its log. */
+  remove(jobId: string): Promise<void>;
+  /** The latest progress stream entry `[id, fields]`, or null. */
+  progressEntry(jobId: string): Promise<readonly [string, string[]] | null>;
+}
+
+const isoOrNull = (ms: string | undefined) => (ms && /^\d+$/.test(ms) ? new Date(Number(ms)).toISOString() : null);
+
+function parseJson(raw: string | undefined): unknown {
+  if (!raw) return undefined;
+  try {
+    return JSON.parse(raw) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+interface RawJob {
+  hash: Record<string, string>;
+  completed: boolean;
+  failed: boolean;
+  locked: boolean;
+  progressFields: string[] | undefined;
+}
+
+/**
+ * Derives ferry's status from BullMQ's own records, so it never contradicts BullMQ (or actions
+ * taken in Bull Board): in the completed or failed set means finished; holding a lock means an
+ * attempt is running; anything else (waiting, delayed between retries, stalled) is pending. Every
+ * read is O(1): BullMQ's getState() would scan the wait list.
+ */
+export function toStatusView(jobId: string, raw: RawJob): JobStatusView {
+  const { hash } = raw;
+  const data = JobDataSchema.safeParse(parseJson(hash.data));
+  const result = JobResultSchema.safeParse(parseJson(hash.returnvalue));
+  const status: JobStatus = raw.completed ? 'completed' : raw.failed ? 'failed' : raw.locked ? 'running' : 'pending';
+  const finished = raw.completed || raw.failed;
+  const progress = raw.completed && result.success ? result.data.progress : parseProgress(raw.progressFields);
+  return {
+    id: jobId,
+    release: data.success ? data.data.release : null,
+    job_url: data.success ? data.data.job_url : null,
+    status,
+    progress,
+    started_at: data.success ? data.data.accepted_at : isoOrNull(hash.timestamp),
+    running_since: status === 'pending' ? null : isoOrNull(hash.processedOn),
+    completed_at: finished ? isoOrNull(hash.finishedOn) : null,
+    error: status === 'completed' ? null : hash.failedReason || null,
+    attempts: Number(hash.ats ?? hash.atm ?? 0),
+    files: raw.completed && result.success ? result.data.files : null,
+  };
+}
+
+export function createJobStore(options: JobStoreOptions): JobStore {
+  const { redis, queue, keys, jobLog } = options;
+
+  const readMany = async (jobIds: readonly string[]): Promise<Array<JobStatusView | null>> => {
+    if (jobIds.length === 0) return [];
+    // MULTI, not a pipeline: BullMQ moves a finishing job atomically (lock released, set joined),
+    // and the read must see one side of that move, never half of it. The BullMQ keys share the
+    // queue's hash-tagged slot; the progress streams are read beside it.
+    const transaction = redis.multi();
+    for (const id of jobIds) {
+      transaction
+        .hgetall(keys.bullJob(id))
+        .zscore(keys.bullCompleted, id)
+        .zscore(keys.bullFailed, id)
+        .exists(keys.bullLock(id));
+    }
+    const progressReads = jobIds.map((id) => redis.xrevrange(keys.progress(id), '+', '-', 'COUNT', 1));
+    const [results, progress] = await Promise.all([transaction.exec(), Promise.all(progressReads)]);
+    return jobIds.map((id, index) => {
+      const slice = (results ?? []).slice(index * 4, index * 4 + 4).map(([error, value]) => {
+        if (error) throw error;
+        return value;
+      });
+      const hash = slice[0] as Record<string, string>;
+      if (!hash || Object.keys(hash).length === 0) return null;
+      return toStatusView(id, {
+        hash,
+        completed: slice[1] !== null,
+        failed: slice[2] !== null,
+        locked: slice[3] === 1,
+        progressFields: (progress[index] as Array<[string, string[]]>)[0]?.[1],
+      });
+    });
+  };
+
+  const get = async (jobId: string) => (await readMany([jobId]))[0] ?? null;
+
+  return {
+    async submit(request) {
+      const jobId = uuidv7();
+      const data: JobData = { ...request, accepted_at: new Date().toISOString() };
+      // Index first, queue second: a crash between the two leaves an index entry without a job,
+      // which list() prunes; it can never leave a queued job that ferry does not know.
+      await redis.zadd(keys.jobIndex, 0, jobId);
+      await queue.add('download', data, {
+        jobId,
+        attempts: options.attempts,
+        backoff: { type: 'exponential', delay: 5_000 },
+        removeOnComplete: { age: options.jobTtlSeconds },
+        removeOnFail: { age: options.jobTtlSeconds },
+      });
+      return jobId;
+    },
+
+    get,
+
+    async list({ status, release, limit, cursor }) {
+      // Job ids are UUIDv7: their text order is their time order, so the index is a sorted set
+      // with every score 0, read newest first by lexical range.
+      const jobs: JobStatusView[] = [];
+      const batchSize = Math.max(limit, 50);
+      const scanBudget = Math.max(limit * 10, 1_000);
+      let scanned = 0;
+      let position = cursor ? `(${cursor}` : '+';
+      let next: string | null = null;
+      while (jobs.length < limit && scanned < scanBudget) {
+        const ids = await redis.zrevrangebylex(keys.jobIndex, position, '-', 'LIMIT', 0, batchSize);
+        if (ids.length === 0) {
+          next = null;
+          break;
+        }
+        const views = await readMany(ids);
+        const gone = ids.filter((_, index) => views[index] === null);
+        if (gone.length > 0) await redis.zrem(keys.jobIndex, ...gone);
+        for (const [index, view] of views.entries()) {
+          scanned += 1;
+          const id = ids[index] as string;
+          position = `(${id}`;
+          if (view && (!status || view.status === status) && (!release || view.release === release)) jobs.push(view);
+          if (jobs.length === limit) {
+            next = index < ids.length - 1 || ids.length === batchSize ? id : null;
+            break;
+          }
+          next = id;
+        }
+        if (ids.length < batchSize && jobs.length < limit) {
+          next = null;
+          break;
+        }
+      }
+      return { jobs, next };
+    },
+
+    async progressEntry(jobId) {
+      const entries = (await redis.xrevrange(keys.progress(jobId), '+', '-', 'COUNT', 1)) as Array<[string, string[]]>;
+      return entries[0] ?? null;
+    },
+
+    async remove(jobId) {
+      const view = await get(jobId);
+      if (!view) throw new NotFoundError(`No job ${jobId}`);
+      if (view.status === 'pending' || view.status === 'running') {
+        throw new ConflictError(`Job ${jobId} is ${view.status}; only a finished job can be removed`);
+      }
+      const removed = await queue.remove(jobId);
+      if (removed === 0) throw new ConflictError(`Job ${jobId} is being worked on; try again when it has finished`);
+      await Promise.all([jobLog.remove(jobId), redis.zrem(keys.jobIndex, jobId)]);
+    },
+  };
+}

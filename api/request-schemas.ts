@@ -1,0 +1,80 @@
+import { z } from 'zod';
+import { isUnderBase, parseBuildUrl, releaseFromJobUrl } from '../shared/jenkins-url.js';
+import { JOB_STATUSES, ReleaseSchema } from '../shared/job-contract.js';
+import { ValidationError } from '../shared/errors.js';
+
+/** Body of `POST /api/v1/jenkins/download`. Unknown fields are refused. */
+export const SubmitBodySchema = z.strictObject({
+  job_url: z.string().min(1).max(2_048),
+  release: z.string().optional(),
+  skip_existing: z.boolean().default(true),
+  artifacts: z.array(z.string().min(1).max(512)).max(100).optional(),
+});
+
+export const ListQuerySchema = z.strictObject({
+  status: z.enum(JOB_STATUSES).optional(),
+  release: ReleaseSchema.optional(),
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+  cursor: z.uuid().optional(),
+});
+
+export const LogsQuerySchema = z.strictObject({
+  after: z.string().max(40).optional(),
+  limit: z.coerce.number().int().min(1).max(1_000).default(100),
+});
+
+/** Parses with a schema, turning zod's issues into one ValidationError naming every field. */
+export function parseOrThrow<T extends z.ZodType>(schema: T, value: unknown, what: string): z.output<T> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const details = result.error.issues.map((issue) => {
+    const field = issue.path.join('.');
+    if (issue.code === 'unrecognized_keys') return `unknown field(s): ${issue.keys.join(', ')}`;
+    return field ? `${field}: ${issue.message}` : issue.message;
+  });
+  throw new ValidationError(`Invalid ${what}: ${details.join('; ')}`, details);
+}
+
+export interface ValidatedSubmission {
+  job_url: string;
+  release: string;
+  skip_existing: boolean;
+  artifacts: string[];
+}
+
+/**
+ * Checks what zod cannot: the job URL is a Jenkins build URL on the JENKINS_URL origin (ferry
+ * never fetches an address a user chose), and the release, given or derived, is a safe folder name.
+ */
+export function validateSubmission(body: unknown, jenkinsUrl: string): ValidatedSubmission {
+  const parsed = parseOrThrow(SubmitBodySchema, body ?? {}, 'request body');
+  let url: URL;
+  try {
+    url = new URL(parsed.job_url);
+  } catch {
+    throw new ValidationError('Invalid request body: job_url: must be an absolute http(s) URL', ['job_url']);
+  }
+  const problems: string[] = [];
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') problems.push('job_url: must be an http(s) URL');
+  else if (url.username || url.password) problems.push('job_url: must not contain credentials');
+  else if (!isUnderBase(url, jenkinsUrl)) problems.push(`job_url: must be on the configured Jenkins (${jenkinsUrl})`);
+  else if (!parseBuildUrl(url.toString())) problems.push('job_url: must name a build, like <jenkins>/job/<name>/<number>/');
+  if (problems.length > 0) throw new ValidationError(`Invalid request body: ${problems.join('; ')}`, problems);
+
+  url.hash = '';
+  url.search = '';
+  const jobUrl = url.toString();
+  const release = parsed.release ?? releaseFromJobUrl(jobUrl);
+  if (release === undefined) {
+    throw new ValidationError(
+      'Invalid request body: release: required when job_url has no /QA_Release_<x.y>/ segment',
+      ['release'],
+    );
+  }
+  const releaseCheck = ReleaseSchema.safeParse(release);
+  if (!releaseCheck.success) {
+    const message = `release: ${releaseCheck.error.issues[0]?.message ?? 'invalid'}`;
+    throw new ValidationError(`Invalid request body: ${message}`, [message]);
+  }
+  return { job_url: jobUrl, release, skip_existing: parsed.skip_existing, artifacts: parsed.artifacts ?? [] };
+}

@@ -1,0 +1,137 @@
+import { z } from 'zod';
+import { ConfigError } from './errors.js';
+
+const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+const booleanString = (fallback: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'])
+    .default(fallback ? 'true' : 'false')
+    .transform((value) => value === 'true' || value === '1' || value === 'yes');
+
+const emptyAsUndefined = (value: unknown) => (value === '' ? undefined : value);
+
+const redisUrl = z
+  .string()
+  .url()
+  .refine((value) => /^rediss?:$/.test(new URL(value).protocol), 'must be a redis:// or rediss:// URL');
+
+const jenkinsUrl = z
+  .string()
+  .url()
+  .refine((value) => /^https?:$/.test(new URL(value).protocol), 'must be an http:// or https:// URL')
+  .refine((value) => new URL(value).username === '' && new URL(value).password === '', {
+    message: 'must not contain credentials; use JENKINS_USER and JENKINS_API_TOKEN',
+  })
+  .transform((value) => {
+    const url = new URL(value);
+    if (!url.pathname.endsWith('/')) url.pathname += '/';
+    url.search = '';
+    url.hash = '';
+    return url.toString();
+  });
+
+const globList = z
+  .string()
+  .default('')
+  .transform((value) =>
+    value
+      .split(',')
+      .map((glob) => glob.trim())
+      .filter((glob) => glob.length > 0),
+  );
+
+/** Every environment variable ferry reads, with its default. Documented in .env.example. */
+const ConfigSchema = z
+  .object({
+    NODE_ENV: z.preprocess(emptyAsUndefined, z.string().default('development')),
+    /** Redis to use; `npm start` starts a private one when unset. */
+    REDIS_URL: z.preprocess(emptyAsUndefined, redisUrl.default('redis://127.0.0.1:6379')),
+    /** Address the API listens on. */
+    HOST: z.preprocess(emptyAsUndefined, z.string().min(1).default('127.0.0.1')),
+    /** Port the API listens on (0 picks a free one). */
+    PORT: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).max(65535).default(3000)),
+    /** Root under which every downloaded file lands. */
+    DOWNLOAD_DIR: z.preprocess(emptyAsUndefined, z.string().min(1).default('./downloads')),
+    /** The one Jenkins origin (and path prefix) jobs may point at. */
+    JENKINS_URL: z.preprocess(emptyAsUndefined, jenkinsUrl),
+    JENKINS_USER: z.preprocess(emptyAsUndefined, z.string().optional()),
+    JENKINS_API_TOKEN: z.preprocess(emptyAsUndefined, z.string().optional()),
+    /** Jobs one worker process runs at once. */
+    WORKER_CONCURRENCY: z.preprocess(emptyAsUndefined, positiveInt(2)),
+    /** Comma-separated globs of artifact paths to download; empty means every artifact. */
+    ARTIFACT_INCLUDE: z.preprocess(emptyAsUndefined, globList),
+    /** How long a finished job stays readable, in seconds. */
+    JOB_TTL_SECONDS: z.preprocess(emptyAsUndefined, positiveInt(86_400)),
+    /** How long a finished job's log stays readable, in seconds (default: JOB_TTL_SECONDS). */
+    LOG_TTL_SECONDS: z.preprocess(emptyAsUndefined, z.coerce.number().int().positive().optional()),
+    /** Log lines kept per job; older lines are trimmed. */
+    MAX_LOG_LINES: z.preprocess(emptyAsUndefined, positiveInt(10_000)),
+    LOG_LEVEL: z.preprocess(
+      emptyAsUndefined,
+      z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
+    ),
+    /** BullMQ key prefix; hash-tagged so one queue's keys share a Redis Cluster slot. */
+    QUEUE_PREFIX: z.preprocess(emptyAsUndefined, z.string().min(1).default('{ferry}')),
+    /** Milliseconds a worker's job lock lasts without renewal before another worker may take the job. */
+    JOB_LOCK_MS: z.preprocess(emptyAsUndefined, positiveInt(30_000)),
+    /** Attempts per job (BullMQ retries with exponential backoff). */
+    JOB_ATTEMPTS: z.preprocess(emptyAsUndefined, positiveInt(3)),
+    /** Milliseconds a process waits for running work when asked to stop. */
+    SHUTDOWN_TIMEOUT_MS: z.preprocess(emptyAsUndefined, positiveInt(30_000)),
+    /** Serve the Bull Board dashboard at /admin/queues. */
+    DASHBOARD_ENABLED: z.preprocess(emptyAsUndefined, booleanString(true)),
+  })
+  .transform((env) => ({
+    nodeEnv: env.NODE_ENV,
+    redisUrl: env.REDIS_URL,
+    host: env.HOST,
+    port: env.PORT,
+    downloadDir: env.DOWNLOAD_DIR,
+    jenkins: {
+      url: env.JENKINS_URL,
+      user: env.JENKINS_USER,
+      apiToken: env.JENKINS_API_TOKEN,
+    },
+    workerConcurrency: env.WORKER_CONCURRENCY,
+    artifactInclude: env.ARTIFACT_INCLUDE,
+    jobTtlSeconds: env.JOB_TTL_SECONDS,
+    logTtlSeconds: env.LOG_TTL_SECONDS ?? env.JOB_TTL_SECONDS,
+    maxLogLines: env.MAX_LOG_LINES,
+    logLevel: env.LOG_LEVEL,
+    queuePrefix: env.QUEUE_PREFIX,
+    jobLockMs: env.JOB_LOCK_MS,
+    jobAttempts: env.JOB_ATTEMPTS,
+    shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+    dashboardEnabled: env.DASHBOARD_ENABLED,
+  }));
+
+export type Config = z.output<typeof ConfigSchema>;
+
+/**
+ * Parses the configuration from `env` once. Throws a ConfigError whose message names every bad
+ * variable and why; never falls back silently on a malformed value.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv): Config {
+  const result = ConfigSchema.safeParse(env);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    const name = issue.path.join('.') || '(environment)';
+    const message = issue.code === 'invalid_type' && env[name] === undefined ? 'is required' : issue.message;
+    return `  ${name}: ${message}`;
+  });
+  return raise(`Invalid configuration:\n${problems.join('\n')}`);
+}
+
+function raise(message: string): never {
+  throw new ConfigError(message);
+}
+
+/** Loads `.env` from the working directory into process.env when the file exists (real env wins). */
+export function loadDotEnv(path = '.env'): void {
+  try {
+    process.loadEnvFile(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * ferry's error hierarchy. Every error a client or an operator can see carries a stable `code`;
+ * the API maps codes to HTTP statuses in exactly one place (api/error-handler.ts).
+ */
+export class AppError extends Error {
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** The request was malformed or failed validation (HTTP 400). */
+export class ValidationError extends AppError {
+  readonly details: readonly string[];
+
+  constructor(message: string, details: readonly string[] = []) {
+    super('VALIDATION_FAILED', message);
+    this.details = details;
+  }
+}
+
+/** The named resource does not exist (HTTP 404). */
+export class NotFoundError extends AppError {
+  constructor(message: string) {
+    super('NOT_FOUND', message);
+  }
+}
+
+/** The resource is in a state that forbids the action (HTTP 409). */
+export class ConflictError extends AppError {
+  constructor(message: string) {
+    super('CONFLICT', message);
+  }
+}
+
+/** Redis could not be reached (HTTP 503 with Retry-After). */
+export class RedisUnavailableError extends AppError {
+  constructor(options?: { cause?: unknown }) {
+    super('REDIS_UNAVAILABLE', 'Redis is unavailable; try again shortly', options);
+  }
+}
+
+/** The configuration is invalid: the message names every bad variable. */
+export class ConfigError extends AppError {
+  constructor(message: string) {
+    super('CONFIG_INVALID', message);
+  }
+}

@@ -1,0 +1,148 @@
+import type { Redis } from 'ioredis';
+import type { FinalStatus } from './job-contract.js';
+import type { Keys } from './keys.js';
+import { cursorSequence, START_CURSOR } from './log-cursor.js';
+
+/** One entry of a job's log stream. */
+export type LogEntry =
+  | { readonly kind: 'line'; readonly id: string; readonly message: string; readonly timestamp: string }
+  | {
+      readonly kind: 'end';
+      readonly id: string;
+      readonly status: FinalStatus;
+      readonly error: string | null;
+      readonly timestamp: string;
+    };
+
+export interface LogRange {
+  readonly entries: LogEntry[];
+  /** Lines after the requested cursor that were trimmed away by MAX_LOG_LINES before this read. */
+  readonly dropped: number;
+}
+
+export interface JobLogOptions {
+  readonly redis: Redis;
+  readonly keys: Keys;
+  /** Lines kept per job (MAX_LOG_LINES); older ones are trimmed. */
+  readonly maxLines: number;
+  /** Seconds the log stays after the job ends (LOG_TTL_SECONDS). */
+  readonly ttlSeconds: number;
+}
+
+export interface JobLog {
+  /** Appends one line; returns its cursor. */
+  append(jobId: string, message: string): Promise<string>;
+  /** Makes the log live again when an attempt starts (a retried job's log had an expiry set). */
+  keep(jobId: string): Promise<void>;
+  /**
+   * Appends the end entry unless the log already ends with one, then lets the log and the
+   * progress snapshot expire after the TTL. Idempotent: any process may call it. `lastLine`, when
+   * given, is appended just before the end entry, in the same atomic step.
+   */
+  end(jobId: string, status: FinalStatus, error: string | null, lastLine?: string): Promise<void>;
+  /** Entries after `after` (exclusive), at most `count`. */
+  read(jobId: string, after: string, count: number): Promise<LogRange>;
+  /** Cursor of the newest entry, or START_CURSOR when the log is empty. */
+  lastCursor(jobId: string): Promise<string>;
+  remove(jobId: string): Promise<void>;
+}
+
+/**
+ * Appends the end entry only when the newest entry is not already one, atomically, so a worker and
+ * an API instance that both notice the end write it once.
+ */
+const END_SCRIPT = `
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local ended = false
+if last[1] then
+  local fields = last[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 's' then ended = true end
+  end
+end
+if not ended then
+  if ARGV[6] ~= '' then
+    redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '0-*', 'm', ARGV[6], 't', ARGV[4])
+  end
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '0-*', 's', ARGV[2], 'e', ARGV[3], 't', ARGV[4])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return ended and 0 or 1
+`;
+
+export function parseLogEntry(id: string, fields: string[]): LogEntry {
+  const map = new Map<string, string>();
+  for (let i = 0; i + 1 < fields.length; i += 2) map.set(fields[i] as string, fields[i + 1] as string);
+  const timestamp = map.get('t') ?? '';
+  const status = map.get('s');
+  if (status === 'completed' || status === 'failed' || status === 'cancelled') {
+    const error = map.get('e');
+    return { kind: 'end', id, status, error: error ? error : null, timestamp };
+  }
+  return { kind: 'line', id, message: map.get('m') ?? '', timestamp };
+}
+
+export function createJobLog({ redis, keys, maxLines, ttlSeconds }: JobLogOptions): JobLog {
+  return {
+    async append(jobId, message) {
+      const id = await redis.xadd(
+        keys.log(jobId),
+        'MAXLEN',
+        String(maxLines),
+        '0-*',
+        'm',
+        message,
+        't',
+        new Date().toISOString(),
+      );
+      return id ?? '';
+    },
+
+    async keep(jobId) {
+      await redis.persist(keys.log(jobId));
+    },
+
+    async end(jobId, status, error, lastLine) {
+      await redis.eval(
+        END_SCRIPT,
+        2,
+        keys.log(jobId),
+        keys.progress(jobId),
+        String(maxLines),
+        status,
+        error ?? '',
+        new Date().toISOString(),
+        String(ttlSeconds),
+        lastLine ?? '',
+      );
+    },
+
+    async read(jobId, after, count) {
+      const afterSeq = cursorSequence(after);
+      const key = keys.log(jobId);
+      const [rangeResult, firstResult] = await redis
+        .multi()
+        .xrange(key, `(${after}`, '+', 'COUNT', count)
+        .xrange(key, '-', '+', 'COUNT', 1)
+        .exec()
+        .then((results) => (results ?? []).map(([error, value]) => {
+          if (error) throw error;
+          return value as [string, string[]][];
+        }));
+      const entries = (rangeResult ?? []).map(([id, fields]) => parseLogEntry(id, fields));
+      const firstId = firstResult?.[0]?.[0];
+      const dropped = firstId ? Math.max(0, cursorSequence(firstId) - afterSeq - 1) : 0;
+      return { entries, dropped };
+    },
+
+    async lastCursor(jobId) {
+      const last = (await redis.xrevrange(keys.log(jobId), '+', '-', 'COUNT', 1)) as [string, string[]][];
+      return last[0]?.[0] ?? START_CURSOR;
+    },
+
+    async remove(jobId) {
+      await redis.del(keys.log(jobId), keys.progress(jobId));
+    },
+  };
+}

@@ -1,0 +1,40 @@
+/**
+ * The one owner of every Redis key name ferry uses. Nothing else builds a key string.
+ *
+ * BullMQ's own keys follow its layout `<prefix>:<queue>:<suffix>` (see BullMQ's QueueKeys); ferry
+ * reads a few of them directly so that a status read is O(1) whatever the queue depth.
+ */
+export const QUEUE_NAME = 'downloads';
+
+export interface Keys {
+  readonly queuePrefix: string;
+  readonly queueName: string;
+  /** ferry's index of this queue's jobs: a sorted set of UUIDv7 ids (score 0, read in lexical order). */
+  readonly jobIndex: string;
+  /** The job's log: a Redis Stream, one entry per line, ids `0-<line number>`. */
+  log(jobId: string): string;
+  /** The job's latest progress snapshot: a Redis Stream capped at one entry, so it can be followed. */
+  progress(jobId: string): string;
+  /** BullMQ's job hash. */
+  bullJob(jobId: string): string;
+  /** BullMQ's job lock: present exactly while a worker holds the job. */
+  bullLock(jobId: string): string;
+  /** BullMQ's finished sets. */
+  readonly bullCompleted: string;
+  readonly bullFailed: string;
+}
+
+export function createKeys(queuePrefix: string, queueName: string = QUEUE_NAME): Keys {
+  const bull = `${queuePrefix}:${queueName}`;
+  return {
+    queuePrefix,
+    queueName,
+    jobIndex: `${bull}:ferry-index`,
+    log: (jobId) => `ferry:log:${jobId}`,
+    progress: (jobId) => `ferry:progress:${jobId}`,
+    bullJob: (jobId) => `${bull}:${jobId}`,
+    bullLock: (jobId) => `${bull}:${jobId}:lock`,
+    bullCompleted: `${bull}:completed`,
+    bullFailed: `${bull}:failed`,
+  };
+}

@@ -1,0 +1,120 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import type { Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { inject } from 'vitest';
+import { createApi, type Api } from '../../api/create-api.js';
+import { loadConfig, type Config } from '../../shared/config.js';
+import { createJobLog } from '../../shared/job-log.js';
+import { publishProgress } from '../../shared/job-progress.js';
+import { createKeys } from '../../shared/keys.js';
+import { createLogger } from '../../shared/logger.js';
+import { createRedis, waitForRedis } from '../../shared/redis.js';
+import { createDownloadProcessor } from '../../worker/download-processor.js';
+import { createDownloadWorker } from '../../worker/download-worker.js';
+import { createJenkinsClient } from '../../worker/jenkins-client.js';
+
+export interface TestSystem {
+  readonly config: Config;
+  readonly baseUrl: string;
+  readonly api: Api;
+  readonly redis: Redis;
+  readonly downloadDir: string;
+  /** Starts an in-process worker (none runs until this is called). */
+  startWorker(): Promise<Worker>;
+  stop(): Promise<void>;
+}
+
+/** The test configuration: a private queue prefix so files never see each other's jobs. */
+export function testEnv(jenkinsUrl: string, downloadDir: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    REDIS_URL: inject('redisUrl'),
+    JENKINS_URL: jenkinsUrl,
+    DOWNLOAD_DIR: downloadDir,
+    HOST: '127.0.0.1',
+    PORT: '0',
+    LOG_LEVEL: 'warn',
+    QUEUE_PREFIX: `{t${randomUUID().slice(0, 8)}}`,
+    JOB_ATTEMPTS: '1',
+    ...extra,
+  };
+}
+
+/** An API (listening on a free port) and on demand workers, all in this process, on real Redis. */
+export async function startSystem(jenkinsUrl: string, extra: Record<string, string> = {}, heartbeatMs?: number): Promise<TestSystem> {
+  const downloadDir = await mkdtemp(path.join(os.tmpdir(), 'ferry-dl-'));
+  const config = loadConfig(testEnv(jenkinsUrl, downloadDir, extra));
+  const logger = createLogger({ service: 'test', level: config.logLevel, json: true });
+  const redis = createRedis(config.redisUrl, 'api', logger, 'test-api');
+  const blockingRedis = createRedis(config.redisUrl, 'worker', logger, 'test-tail');
+  await waitForRedis(redis, 10_000);
+  const api = createApi({ config, logger, redis, blockingRedis, ...(heartbeatMs !== undefined ? { heartbeatMs } : {}) });
+  const server: Server = api.app.listen(0, '127.0.0.1');
+  await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+  const { port } = server.address() as AddressInfo;
+  const workers: Array<{ worker: Worker; redis: Redis }> = [];
+  const keys = createKeys(config.queuePrefix);
+
+  return {
+    config,
+    baseUrl: `http://127.0.0.1:${port}`,
+    api,
+    redis,
+    downloadDir,
+    async startWorker() {
+      const workerRedis = createRedis(config.redisUrl, 'worker', logger, 'test-worker');
+      const jobLog = createJobLog({ redis: workerRedis, keys, maxLines: config.maxLogLines, ttlSeconds: config.logTtlSeconds });
+      const processor = createDownloadProcessor({
+        jenkins: createJenkinsClient({ baseUrl: config.jenkins.url, user: config.jenkins.user, apiToken: config.jenkins.apiToken }),
+        jobLog,
+        logger,
+        downloadDir,
+        defaultInclude: config.artifactInclude,
+        progressIntervalMs: 50,
+        publishProgress: async (job, progress) => {
+          await Promise.all([publishProgress(workerRedis, keys, job.id as string, progress), job.updateProgress(progress)]);
+        },
+      });
+      const worker = createDownloadWorker({
+        redis: workerRedis,
+        keys,
+        processor,
+        jobLog,
+        logger,
+        concurrency: config.workerConcurrency,
+        lockDurationMs: config.jobLockMs,
+      });
+      void worker.run();
+      workers.push({ worker, redis: workerRedis });
+      return worker;
+    },
+    async stop() {
+      for (const { worker, redis: workerRedis } of workers.splice(0).reverse()) {
+        await worker.close();
+        workerRedis.disconnect();
+      }
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await api.queue.obliterate({ force: true }).catch(() => undefined);
+      await api.close();
+      redis.disconnect();
+      blockingRedis.disconnect();
+      await rm(downloadDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** POSTs JSON and returns status and parsed body. */
+export async function postJson(url: string, body: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+  const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+}
+
+export async function getJson(url: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  const response = await fetch(url);
+  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+}

@@ -1,0 +1,104 @@
+import { UnrecoverableError } from 'bullmq';
+import picomatch from 'picomatch';
+import { z } from 'zod';
+import { PART_SUFFIX } from './download-file.js';
+import type { JenkinsClient } from './jenkins-client.js';
+import { MANIFEST_NAME } from './manifest.js';
+import { artifactUrl, moduleBuildUrl, moduleName, parseBuildUrl } from '../shared/jenkins-url.js';
+import { resolveInside } from './safe-path.js';
+
+/** The part of Jenkins' build JSON ferry uses. */
+const BuildInfoSchema = z.object({
+  number: z.number().int().nonnegative(),
+  result: z.string().nullable().optional(),
+  artifacts: z.array(z.object({ fileName: z.string(), relativePath: z.string() })).default([]),
+});
+type BuildInfo = z.infer<typeof BuildInfoSchema>;
+
+const BuildMapSchema = z.record(
+  z.string().min(1),
+  z.union([z.number().int().nonnegative(), z.string().regex(/^\d+$/).transform(Number)]),
+);
+
+const BUILD_TREE = 'tree=number,result,displayName,artifacts[fileName,relativePath]';
+
+export interface PlannedFile {
+  readonly relativePath: string;
+  readonly url: string;
+  /** Absolute target path, proven to be inside the module folder. */
+  readonly target: string;
+}
+
+export interface PlannedModule {
+  readonly name: string;
+  readonly build: number;
+  readonly buildUrl: string;
+  /** Absolute `<DOWNLOAD_DIR>/<release>/<module>/<build>`. */
+  readonly dir: string;
+  /** `<release>/<module>/<build>`, relative to DOWNLOAD_DIR. */
+  readonly relativeDir: string;
+  readonly files: readonly PlannedFile[];
+}
+
+export interface PlanRequest {
+  readonly jobUrl: string;
+  readonly release: string;
+  readonly include: readonly string[];
+  readonly downloadDir: string;
+  readonly signal: AbortSignal;
+  readonly log: (message: string) => Promise<unknown>;
+}
+
+async function getBuildInfo(jenkins: JenkinsClient, buildUrl: string, signal: AbortSignal): Promise<BuildInfo> {
+  const raw = await jenkins.getJson(`${buildUrl}api/json?${BUILD_TREE}`, signal);
+  const parsed = BuildInfoSchema.safeParse(raw);
+  if (!parsed.success) throw new UnrecoverableError(`Unexpected build JSON from ${buildUrl}api/json`);
+  return parsed.data;
+}
+
+/**
+ * Works out every module and every file of a job before anything is written: the build_map.json
+ * fan-out (or the build alone as one module), the include globs, and the target paths, each proven
+ * to stay inside DOWNLOAD_DIR. A path that would leave it fails the job with nothing written.
+ */
+export async function planBuild(jenkins: JenkinsClient, request: PlanRequest): Promise<PlannedModule[]> {
+  const location = parseBuildUrl(request.jobUrl);
+  if (!location) throw new UnrecoverableError(`Not a Jenkins build URL: ${request.jobUrl}`);
+  const info = await getBuildInfo(jenkins, location.buildUrl, request.signal);
+  const buildMap = info.artifacts.find((artifact) => artifact.relativePath === 'build_map.json')
+    ?? info.artifacts.find((artifact) => artifact.fileName === 'build_map.json');
+
+  const sources: Array<{ name: string; buildUrl: string; info: BuildInfo }> = [];
+  if (buildMap) {
+    const raw = await jenkins.getJson(artifactUrl(location.buildUrl, buildMap.relativePath), request.signal);
+    const parsed = BuildMapSchema.safeParse(raw);
+    if (!parsed.success) throw new UnrecoverableError(`build_map.json of ${location.buildUrl} is not a map of job keys to build numbers`);
+    const entries = Object.entries(parsed.data);
+    await request.log(`build_map.json lists ${entries.length} module build(s)`);
+    for (const [key, build] of entries) {
+      const buildUrl = moduleBuildUrl(location.folderUrl, key, build);
+      sources.push({ name: moduleName(key), buildUrl, info: await getBuildInfo(jenkins, buildUrl, request.signal) });
+    }
+  } else {
+    const buildUrl = `${location.folderUrl}job/${encodeURIComponent(location.jobName)}/${info.number}/`;
+    sources.push({ name: moduleName(location.jobName), buildUrl, info });
+  }
+
+  const matches = request.include.length > 0 ? picomatch([...request.include], { dot: true }) : () => true;
+  return sources.map(({ name, buildUrl, info: moduleInfo }) => {
+    const relativeDir = [request.release, name, String(moduleInfo.number)];
+    const dir = resolveInside(request.downloadDir, ...relativeDir);
+    // Every listed path is checked, not only the included ones: a hostile name fails the job
+    // loudly instead of being skipped by the globs unnoticed.
+    const files = moduleInfo.artifacts
+      .map((artifact) => {
+        const target = resolveInside(dir, artifact.relativePath);
+        if (artifact.relativePath.endsWith(PART_SUFFIX) || artifact.relativePath === MANIFEST_NAME) {
+          throw new UnrecoverableError(`Artifact name is reserved by ferry: ${artifact.relativePath}`);
+        }
+        return { relativePath: artifact.relativePath, url: artifactUrl(buildUrl, artifact.relativePath), target };
+      })
+      .filter((file) => matches(file.relativePath));
+    return { name, build: moduleInfo.number, buildUrl, dir, relativeDir: relativeDir.join('/'), files };
+  });
+}

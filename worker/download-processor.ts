@@ -1,0 +1,133 @@
+import { UnrecoverableError, type Job } from 'bullmq';
+import { JobDataSchema, type FileRecord, type JobData, type JobResult } from '../shared/job-contract.js';
+import type { JobLog } from '../shared/job-log.js';
+import type { Logger } from '../shared/logger.js';
+import { planBuild, type PlannedModule } from './build-plan.js';
+import { contentLength, downloadToFile, formatBytes, partPathFor } from './download-file.js';
+import type { JenkinsClient } from './jenkins-client.js';
+import { readVerifiedManifest, writeManifest } from './manifest.js';
+import { createProgressReporter, type ProgressReporter } from './progress-reporter.js';
+import { UnsafePathError } from './safe-path.js';
+
+export interface DownloadProcessorOptions {
+  readonly jenkins: JenkinsClient;
+  readonly jobLog: JobLog;
+  readonly publishProgress: (job: Job, progress: JobResult['progress']) => Promise<void>;
+  readonly logger: Logger;
+  readonly downloadDir: string;
+  /** ARTIFACT_INCLUDE: globs used when the request names none. */
+  readonly defaultInclude: readonly string[];
+  /** Milliseconds between progress snapshots. */
+  readonly progressIntervalMs?: number;
+}
+
+export type DownloadProcessor = (job: Job<JobData, JobResult>, token?: string, signal?: AbortSignal) => Promise<JobResult>;
+
+/** Wraps a failure with the module and file it happened in, keeping "do not retry" intact. */
+function withContext(prefix: string, error: unknown): Error {
+  const message = `${prefix}: ${error instanceof Error ? error.message : String(error)}`;
+  return error instanceof UnrecoverableError || error instanceof UnsafePathError
+    ? new UnrecoverableError(message)
+    : new Error(message, { cause: error });
+}
+
+/** What one job does: plan the modules, then download each, writing a manifest per module. */
+export function createDownloadProcessor(options: DownloadProcessorOptions): DownloadProcessor {
+  const { jenkins, jobLog, logger, downloadDir } = options;
+
+  const downloadModule = async (
+    job: Job,
+    module: PlannedModule,
+    prefix: string,
+    progress: ProgressReporter,
+    signal: AbortSignal,
+  ): Promise<FileRecord[]> => {
+    const log = (message: string) => jobLog.append(job.id as string, message);
+    const records: FileRecord[] = [];
+    const manifestFiles = [];
+    for (const file of module.files) {
+      try {
+        const response = await jenkins.getStream(file.url, signal);
+        const size = contentLength(response);
+        progress.update({ bytes_total: size ?? 0 });
+        await log(`${prefix} ${module.name}: ${file.relativePath} (${size === undefined ? 'size unknown' : formatBytes(size)})`);
+        const result = await downloadToFile(response, file.target, partPathFor(file.target, job.id as string), signal, (bytes) => progress.update({ bytes_done: bytes }));
+        if (size === undefined) progress.update({ bytes_total: result.size });
+        progress.update({ files_done: 1 });
+        records.push({ path: `${module.relativeDir}/${file.relativePath}`, ...result });
+        manifestFiles.push({ path: file.relativePath, ...result, url: file.url });
+      } catch (error) {
+        throw withContext(`${prefix} ${module.name}: ${file.relativePath}`, error);
+      }
+    }
+    await writeManifest(module.dir, {
+      version: 1,
+      release: module.relativeDir.split('/')[0] ?? '',
+      module: module.name,
+      build: module.build,
+      source: module.buildUrl,
+      completed_at: new Date().toISOString(),
+      files: manifestFiles,
+    });
+    return records;
+  };
+
+  return async (job, _token, signal = new AbortController().signal) => {
+    const jobId = job.id as string;
+    const parsed = JobDataSchema.safeParse(job.data);
+    if (!parsed.success) throw new UnrecoverableError(`Job data is invalid: ${parsed.error.issues[0]?.message ?? 'unknown'}`);
+    const data = parsed.data;
+    const log = (message: string) => jobLog.append(jobId, message);
+    const progress = createProgressReporter(
+      (snapshot) => options.publishProgress(job, snapshot),
+      options.progressIntervalMs ?? 500,
+      (error) => logger.warn('progress publish failed', { job_id: jobId, error }),
+    );
+
+    await jobLog.keep(jobId);
+    await log(`Attempt ${job.attemptsStarted}: downloading ${data.job_url} for release ${data.release}`);
+    try {
+      let modules: PlannedModule[];
+      try {
+        modules = await planBuild(jenkins, {
+          jobUrl: data.job_url,
+          release: data.release,
+          include: data.artifacts.length > 0 ? data.artifacts : options.defaultInclude,
+          downloadDir,
+          signal,
+          log,
+        });
+      } catch (error) {
+        throw withContext('Planning failed', error);
+      }
+      const total = modules.length;
+      progress.update({ modules_total: total, files_total: modules.reduce((sum, m) => sum + m.files.length, 0) }, 'set');
+      await progress.flush();
+
+      const files: FileRecord[] = [];
+      for (const [index, module] of modules.entries()) {
+        const prefix = `[${index + 1}/${total}]`;
+        await log(`${prefix} ${module.name}: build #${module.build}, ${module.files.length} artifact(s)`);
+        const existing = data.skip_existing
+          ? await readVerifiedManifest(module.dir, module.files.map((file) => file.relativePath))
+          : null;
+        if (existing) {
+          const bytes = existing.files.reduce((sum, file) => sum + file.size, 0);
+          progress.update({ files_done: existing.files.length, bytes_done: bytes, bytes_total: bytes });
+          files.push(...existing.files.map(({ path, size, sha256 }) => ({ path: `${module.relativeDir}/${path}`, size, sha256 })));
+          await log(`${prefix} ${module.name}: already downloaded and verified, skipped`);
+        } else {
+          files.push(...(await downloadModule(job, module, prefix, progress, signal)));
+          await log(`${prefix} ${module.name}: done`);
+        }
+        progress.update({ modules_done: 1 });
+      }
+      await progress.flush();
+      const bytes = files.reduce((sum, file) => sum + file.size, 0);
+      await log(`Downloaded ${files.length} file(s), ${formatBytes(bytes)}, from ${total} module(s)`);
+      return { files, progress: progress.current };
+    } finally {
+      await progress.flush();
+    }
+  };
+}

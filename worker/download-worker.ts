@@ -1,0 +1,59 @@
+import { Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { JobData, JobResult } from '../shared/job-contract.js';
+import type { JobLog } from '../shared/job-log.js';
+import type { Keys } from '../shared/keys.js';
+import type { Logger } from '../shared/logger.js';
+import type { DownloadProcessor } from './download-processor.js';
+
+export interface DownloadWorkerOptions {
+  readonly redis: Redis;
+  readonly keys: Keys;
+  readonly processor: DownloadProcessor;
+  readonly jobLog: JobLog;
+  readonly logger: Logger;
+  /** Jobs run at once by this process (WORKER_CONCURRENCY). */
+  readonly concurrency: number;
+  /** Milliseconds a job lock lasts without renewal (JOB_LOCK_MS). */
+  readonly lockDurationMs: number;
+}
+
+/**
+ * A BullMQ worker that runs download jobs and writes the end of each job's log once BullMQ has
+ * recorded the outcome, so a reader that sees the end entry also sees the final status.
+ */
+export function createDownloadWorker(options: DownloadWorkerOptions): Worker<JobData, JobResult> {
+  const { redis, keys, jobLog, logger } = options;
+  const worker = new Worker<JobData, JobResult>(keys.queueName, options.processor, {
+    connection: redis,
+    prefix: keys.queuePrefix,
+    concurrency: options.concurrency,
+    lockDuration: options.lockDurationMs,
+    // Jobs are started explicitly by the composition root once everything is wired.
+    autorun: false,
+  });
+
+  const safely = (what: string, job: Job | undefined, work: () => Promise<unknown>) => {
+    work().catch((error: unknown) => logger.error(`could not record ${what}`, { job_id: job?.id, error }));
+  };
+
+  worker.on('active', (job) => logger.info('job started', { job_id: job.id, attempt: job.attemptsStarted }));
+  worker.on('completed', (job) => {
+    logger.info('job completed', { job_id: job.id });
+    safely('completion', job, () => jobLog.end(job.id as string, 'completed', null));
+  });
+  worker.on('failed', (job, error) => {
+    if (!job?.id) return;
+    const jobId = job.id;
+    safely('failure', job, async () => {
+      // BullMQ has already moved the job: in the failed set means no attempt is left.
+      const final = (await redis.zscore(keys.bullFailed, jobId)) !== null;
+      logger.warn(final ? 'job failed' : 'job attempt failed; will retry', { job_id: jobId, error: error.message });
+      const line = `Attempt ${job.attemptsStarted} failed: ${error.message}`;
+      if (final) await jobLog.end(jobId, 'failed', error.message, line);
+      else await jobLog.append(jobId, `${line} (will retry)`);
+    });
+  });
+  worker.on('error', (error) => logger.error('worker error', { error }));
+  return worker;
+}

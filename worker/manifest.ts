@@ -1,0 +1,61 @@
+import { randomUUID } from 'node:crypto';
+import { stat, writeFile, rename, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { hashFile } from './download-file.js';
+import { resolveInside } from './safe-path.js';
+
+export const MANIFEST_NAME = '.ferry-manifest.json';
+
+const ManifestSchema = z.object({
+  version: z.literal(1),
+  release: z.string(),
+  module: z.string(),
+  build: z.number().int(),
+  source: z.string(),
+  completed_at: z.string(),
+  files: z.array(
+    z.object({ path: z.string(), size: z.number().int().nonnegative(), sha256: z.string(), url: z.string() }),
+  ),
+});
+export type Manifest = z.infer<typeof ManifestSchema>;
+
+/**
+ * Writes the manifest of a completed module folder atomically (temporary file, then rename). It is
+ * written last, after every file was fsynced and renamed, so its presence means "complete".
+ */
+export async function writeManifest(moduleDir: string, manifest: Manifest): Promise<void> {
+  const target = path.join(moduleDir, MANIFEST_NAME);
+  // A unique temporary name: two jobs finishing the same module never share it.
+  const temporary = `${target}.${randomUUID()}.part`;
+  await writeFile(temporary, `${JSON.stringify(manifest, null, 2)}\n`, { flush: true });
+  await rename(temporary, target);
+}
+
+/**
+ * The manifest of `moduleDir` when it is present, valid, lists exactly `expectedPaths`, and every
+ * file on disk still has its recorded size and SHA-256; otherwise null.
+ */
+export async function readVerifiedManifest(moduleDir: string, expectedPaths: readonly string[]): Promise<Manifest | null> {
+  let manifest: Manifest;
+  try {
+    const parsed = ManifestSchema.safeParse(JSON.parse(await readFile(path.join(moduleDir, MANIFEST_NAME), 'utf8')));
+    if (!parsed.success) return null;
+    manifest = parsed.data;
+  } catch {
+    return null;
+  }
+  const listed = new Set(manifest.files.map((file) => file.path));
+  if (listed.size !== expectedPaths.length || expectedPaths.some((item) => !listed.has(item))) return null;
+  for (const file of manifest.files) {
+    try {
+      const absolute = resolveInside(moduleDir, file.path);
+      const info = await stat(absolute);
+      if (!info.isFile() || info.size !== file.size) return null;
+      if ((await hashFile(absolute)).sha256 !== file.sha256) return null;
+    } catch {
+      return null;
+    }
+  }
+  return manifest;
+}
