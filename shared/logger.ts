@@ -10,7 +10,7 @@ export interface LoggerOptions {
 }
 
 const SECRET_KEY = /pass(word)?|secret|token|authorization|api[_-]?key|cookie/i;
-const URL_CREDENTIALS = /(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s:@]+(:[^/\s@]*)?@/gi;
+const URL_CREDENTIALS = /(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s@]+@/gi;
 const BEARER_OR_BASIC = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/g;
 
 /** Removes credentials from a string: `user:pass@` in URLs and Authorization header values. */

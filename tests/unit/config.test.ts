@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../shared/config.js';
+import { ConfigError } from '../../shared/errors.js';
+
+describe('loadConfig', () => {
+  it('applies the documented defaults', () => {
+    const config = loadConfig({ JENKINS_URL: 'https://jenkins.example/ci' });
+    expect(config).toMatchObject({
+      redisUrl: 'redis://127.0.0.1:6379',
+      host: '127.0.0.1',
+      port: 3000,
+      downloadDir: './downloads',
+      jenkins: { url: 'https://jenkins.example/ci/' },
+      artifactInclude: [],
+      jobTtlSeconds: 86_400,
+      logTtlSeconds: 86_400,
+      maxLogLines: 10_000,
+      logLevel: 'info',
+    });
+  });
+
+  it('LOG_TTL_SECONDS defaults to JOB_TTL_SECONDS, and ARTIFACT_INCLUDE splits on commas', () => {
+    const config = loadConfig({ JENKINS_URL: 'https://j.example/', JOB_TTL_SECONDS: '60', ARTIFACT_INCLUDE: ' a/**/*.xml , ,b.txt' });
+    expect(config.logTtlSeconds).toBe(60);
+    expect(config.artifactInclude).toEqual(['a/**/*.xml', 'b.txt']);
+  });
+
+  it('names every bad variable in one message', () => {
+    let error: unknown;
+    try {
+      loadConfig({ PORT: 'eighty', WORKER_CONCURRENCY: '0', REDIS_URL: 'http://nope', LOG_LEVEL: 'loud' });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const message = (error as Error).message;
+    for (const name of ['PORT', 'WORKER_CONCURRENCY', 'REDIS_URL', 'LOG_LEVEL', 'JENKINS_URL']) expect(message).toContain(name);
+    expect(message).toContain('JENKINS_URL: is required');
+  });
+
+  it('refuses credentials inside JENKINS_URL', () => {
+    expect(() => loadConfig({ JENKINS_URL: 'https://u:p@j.example/' })).toThrow(/JENKINS_USER/);
+  });
+});
