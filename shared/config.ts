@@ -79,6 +79,19 @@ const ConfigSchema = z
     JOB_ATTEMPTS: z.preprocess(emptyAsUndefined, positiveInt(3)),
     /** Milliseconds a process waits for running work when asked to stop. */
     SHUTDOWN_TIMEOUT_MS: z.preprocess(emptyAsUndefined, positiveInt(30_000)),
+    /** Tries per Jenkins request for timeouts, resets, 408, 429 and 5xx. */
+    DOWNLOAD_RETRIES: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).max(50).default(5)),
+    /** A transfer slower than this many bytes per second for STALL_SECONDS is aborted and retried. */
+    MIN_SPEED_BYTES: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).default(1_024)),
+    STALL_SECONDS: z.preprocess(emptyAsUndefined, positiveInt(60)),
+    /** Requests in flight to Jenkins per worker process. */
+    JENKINS_MAX_CONNECTIONS: z.preprocess(emptyAsUndefined, positiveInt(4)),
+    /** PEM file with an extra CA to trust for Jenkins (private PKI). */
+    JENKINS_CA_FILE: z.preprocess(emptyAsUndefined, z.string().optional()),
+    /** Turns TLS verification off. Only by explicit choice; a warning is logged at start. */
+    JENKINS_TLS_INSECURE: z.preprocess(emptyAsUndefined, booleanString(false)),
+    /** Largest artifact accepted, in bytes; a larger one fails the job before anything is written. */
+    MAX_ARTIFACT_BYTES: z.preprocess(emptyAsUndefined, positiveInt(20 * 1024 ** 3)),
     /** Serve the Bull Board dashboard at /admin/queues. */
     DASHBOARD_ENABLED: z.preprocess(emptyAsUndefined, booleanString(true)),
   })
@@ -104,6 +117,15 @@ const ConfigSchema = z
     jobAttempts: env.JOB_ATTEMPTS,
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     dashboardEnabled: env.DASHBOARD_ENABLED,
+    transfer: {
+      retries: env.DOWNLOAD_RETRIES,
+      minSpeedBytes: env.MIN_SPEED_BYTES,
+      stallSeconds: env.STALL_SECONDS,
+      maxConnections: env.JENKINS_MAX_CONNECTIONS,
+      caFile: env.JENKINS_CA_FILE,
+      tlsInsecure: env.JENKINS_TLS_INSECURE,
+      maxArtifactBytes: env.MAX_ARTIFACT_BYTES,
+    },
   }));
 
 export type Config = z.output<typeof ConfigSchema>;

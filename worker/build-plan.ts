@@ -20,10 +20,41 @@ const BuildMapSchema = z.record(
   z.union([z.number().int().nonnegative(), z.string().regex(/^\d+$/).transform(Number)]),
 );
 
+const FingerprintSchema = z.object({
+  fingerprint: z.array(z.object({ fileName: z.string(), hash: z.string().regex(/^[0-9a-fA-F]{32}$/) })).default([]),
+});
+
+/**
+ * MD5s by base name from `tree=fingerprint[fileName,hash]`, keeping only names that appear once
+ * among the fingerprints and once among the artifacts (Jenkins keys fingerprints by base name).
+ * A build without fingerprints, or a Jenkins that refuses the query, gives none.
+ */
+async function getFingerprints(jenkins: JenkinsClient, buildUrl: string, info: BuildInfo, signal: AbortSignal): Promise<Map<string, string>> {
+  let raw: unknown;
+  try {
+    raw = await jenkins.getJson(`${buildUrl}api/json?tree=fingerprint[fileName,hash]`, signal);
+  } catch (error) {
+    if (error instanceof UnrecoverableError) return new Map();
+    throw error;
+  }
+  const parsed = FingerprintSchema.safeParse(raw);
+  if (!parsed.success) return new Map();
+  const count = (names: string[]) => names.reduce((map, name) => map.set(name, (map.get(name) ?? 0) + 1), new Map<string, number>());
+  const fingerprintCounts = count(parsed.data.fingerprint.map((entry) => entry.fileName));
+  const artifactCounts = count(info.artifacts.map((artifact) => artifact.relativePath.split('/').at(-1) ?? ''));
+  const result = new Map<string, string>();
+  for (const { fileName, hash } of parsed.data.fingerprint) {
+    if (fingerprintCounts.get(fileName) === 1 && artifactCounts.get(fileName) === 1) result.set(fileName, hash.toLowerCase());
+  }
+  return result;
+}
+
 const BUILD_TREE = 'tree=number,result,displayName,artifacts[fileName,relativePath]';
 
 export interface PlannedFile {
   readonly relativePath: string;
+  /** MD5 from Jenkins' fingerprints when its base name is unambiguous. */
+  readonly expectedMd5: string | undefined;
   readonly url: string;
   /** Absolute target path, proven to be inside the module folder. */
   readonly target: string;
@@ -85,7 +116,8 @@ export async function planBuild(jenkins: JenkinsClient, request: PlanRequest): P
   }
 
   const matches = request.include.length > 0 ? picomatch([...request.include], { dot: true }) : () => true;
-  return sources.map(({ name, buildUrl, info: moduleInfo }) => {
+  const fingerprints = await Promise.all(sources.map((source) => getFingerprints(jenkins, source.buildUrl, source.info, request.signal)));
+  return sources.map(({ name, buildUrl, info: moduleInfo }, moduleIndex) => {
     const relativeDir = [request.release, name, String(moduleInfo.number)];
     const dir = resolveInside(request.downloadDir, ...relativeDir);
     // Every listed path is checked, not only the included ones: a hostile name fails the job
@@ -96,7 +128,12 @@ export async function planBuild(jenkins: JenkinsClient, request: PlanRequest): P
         if (artifact.relativePath.endsWith(PART_SUFFIX) || artifact.relativePath === MANIFEST_NAME) {
           throw new UnrecoverableError(`Artifact name is reserved by ferry: ${artifact.relativePath}`);
         }
-        return { relativePath: artifact.relativePath, url: artifactUrl(buildUrl, artifact.relativePath), target };
+        return {
+          relativePath: artifact.relativePath,
+          url: artifactUrl(buildUrl, artifact.relativePath),
+          target,
+          expectedMd5: fingerprints[moduleIndex]?.get(artifact.fileName),
+        };
       })
       .filter((file) => matches(file.relativePath));
     return { name, build: moduleInfo.number, buildUrl, dir, relativeDir: relativeDir.join('/'), files };

@@ -1,9 +1,11 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import { JobDataSchema, type FileRecord, type JobData, type JobResult } from '../shared/job-contract.js';
+import type { Config } from '../shared/config.js';
 import type { JobLog } from '../shared/job-log.js';
 import type { Logger } from '../shared/logger.js';
-import { planBuild, type PlannedModule } from './build-plan.js';
-import { contentLength, downloadToFile, formatBytes, partPathFor } from './download-file.js';
+import { planBuild, type PlannedFile, type PlannedModule } from './build-plan.js';
+import { fetchArtifact, formatBytes, partPathFor, type DownloadedFile } from './download-file.js';
+import { mapWithConcurrency } from './map-with-concurrency.js';
 import type { JenkinsClient } from './jenkins-client.js';
 import { readVerifiedManifest, writeManifest } from './manifest.js';
 import { createProgressReporter, type ProgressReporter } from './progress-reporter.js';
@@ -17,6 +19,8 @@ export interface DownloadProcessorOptions {
   readonly downloadDir: string;
   /** ARTIFACT_INCLUDE: globs used when the request names none. */
   readonly defaultInclude: readonly string[];
+  /** Transfer limits (Config['transfer']). */
+  readonly transfer: Pick<Config['transfer'], 'maxArtifactBytes' | 'minSpeedBytes' | 'stallSeconds' | 'maxConnections'>;
   /** Milliseconds between progress snapshots. */
   readonly progressIntervalMs?: number;
 }
@@ -35,6 +39,42 @@ function withContext(prefix: string, error: unknown): Error {
 export function createDownloadProcessor(options: DownloadProcessorOptions): DownloadProcessor {
   const { jenkins, jobLog, logger, downloadDir } = options;
 
+  const downloadFile = async (job: Job, module: PlannedModule, file: PlannedFile, prefix: string, progress: ProgressReporter, signal: AbortSignal) => {
+    const jobId = job.id as string;
+    let announced = false;
+    let countedBytes = 0;
+    let countedTotal = 0;
+    try {
+      return await fetchArtifact(jenkins, {
+        url: file.url,
+        target: file.target,
+        partPath: partPathFor(file.target, jobId),
+        expectedMd5: file.expectedMd5,
+        maxBytes: options.transfer.maxArtifactBytes,
+        minSpeedBytes: options.transfer.minSpeedBytes,
+        stallSeconds: options.transfer.stallSeconds,
+        signal,
+        onStart: (total, resumedFrom) => {
+          if (total !== undefined && total !== countedTotal) {
+            progress.update({ bytes_total: total - countedTotal });
+            countedTotal = total;
+          }
+          const size = total === undefined ? 'size unknown' : formatBytes(total);
+          if (!announced) void jobLog.append(jobId, `${prefix} ${module.name}: ${file.relativePath} (${size})`);
+          else if (resumedFrom > 0) void jobLog.append(jobId, `${prefix} ${module.name}: ${file.relativePath}: resuming at ${formatBytes(resumedFrom)}`);
+          announced = true;
+        },
+        onProgress: (bytes) => {
+          progress.update({ bytes_done: bytes - countedBytes });
+          countedBytes = bytes;
+        },
+        onNote: (message) => void jobLog.append(jobId, `${prefix} ${module.name}: ${file.relativePath}: ${message}`),
+      });
+    } catch (error) {
+      throw withContext(`${prefix} ${module.name}: ${file.relativePath}`, error);
+    }
+  };
+
   const downloadModule = async (
     job: Job,
     module: PlannedModule,
@@ -42,24 +82,14 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
     progress: ProgressReporter,
     signal: AbortSignal,
   ): Promise<FileRecord[]> => {
-    const log = (message: string) => jobLog.append(job.id as string, message);
-    const records: FileRecord[] = [];
-    const manifestFiles = [];
-    for (const file of module.files) {
-      try {
-        const response = await jenkins.getStream(file.url, signal);
-        const size = contentLength(response);
-        progress.update({ bytes_total: size ?? 0 });
-        await log(`${prefix} ${module.name}: ${file.relativePath} (${size === undefined ? 'size unknown' : formatBytes(size)})`);
-        const result = await downloadToFile(response, file.target, partPathFor(file.target, job.id as string), signal, (bytes) => progress.update({ bytes_done: bytes }));
-        if (size === undefined) progress.update({ bytes_total: result.size });
-        progress.update({ files_done: 1 });
-        records.push({ path: `${module.relativeDir}/${file.relativePath}`, ...result });
-        manifestFiles.push({ path: file.relativePath, ...result, url: file.url });
-      } catch (error) {
-        throw withContext(`${prefix} ${module.name}: ${file.relativePath}`, error);
-      }
-    }
+    // Files of a module download in parallel; the client's connection cap keeps Jenkins safe.
+    const results = await mapWithConcurrency(module.files, options.transfer.maxConnections, async (file) => {
+      const result = await downloadFile(job, module, file, prefix, progress, signal);
+      progress.update({ files_done: 1 });
+      return result;
+    });
+    const records = module.files.map((file, index) => ({ path: `${module.relativeDir}/${file.relativePath}`, ...(results[index] as DownloadedFile) }));
+    const manifestFiles = module.files.map((file, index) => ({ path: file.relativePath, ...(results[index] as DownloadedFile), url: file.url }));
     await writeManifest(module.dir, {
       version: 1,
       release: module.relativeDir.split('/')[0] ?? '',

@@ -1,9 +1,13 @@
+import { readFileSync } from 'node:fs';
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
+import tls from 'node:tls';
 import { UnrecoverableError } from 'bullmq';
 import { AppError } from '../shared/errors.js';
+import { isRetryableStatus, parseRetryAfter, RetryableError, withRetries } from './retry-policy.js';
+import { createSemaphore, type Semaphore } from './semaphore.js';
 
-/** Jenkins answered an HTTP status ferry cannot use. The URL never carries credentials. */
+/** Jenkins answered an HTTP status that will not change on retry. The URL never carries credentials. */
 export class JenkinsHttpError extends AppError {
   readonly status: number;
   readonly url: string;
@@ -15,31 +19,60 @@ export class JenkinsHttpError extends AppError {
   }
 }
 
-/** The network failed (reset, refused, timeout) while talking to Jenkins. */
-export class JenkinsNetworkError extends AppError {
-  constructor(url: string, cause: unknown) {
-    super('JENKINS_NETWORK_ERROR', `Request to ${url} failed: ${(cause as Error).message ?? String(cause)}`, { cause });
-  }
-}
-
 export interface JenkinsClientOptions {
   /** JENKINS_URL: credentials are sent only to this origin. */
   readonly baseUrl: string;
   readonly user?: string | undefined;
   readonly apiToken?: string | undefined;
-  /** Milliseconds of socket inactivity before a request is aborted. Default 60000. */
+  /** Requests in flight to Jenkins from this process (JENKINS_MAX_CONNECTIONS). Default 4. */
+  readonly maxConnections?: number;
+  /** Tries per request after the first (DOWNLOAD_RETRIES). Default 5. */
+  readonly retries?: number;
+  /** First retry backoff in milliseconds. Default 500. */
+  readonly retryBaseDelayMs?: number;
+  /** Milliseconds without any data before a request is aborted as timed out. Default 60000. */
   readonly idleTimeoutMs?: number;
+  /** Extra PEM CA file trusted for HTTPS (JENKINS_CA_FILE). */
+  readonly caFile?: string | undefined;
+  /** Turns TLS verification off (JENKINS_TLS_INSECURE). */
+  readonly tlsInsecure?: boolean;
+  /** Called before each retry, for the job log. */
+  readonly onRetry?: (message: string) => void;
+}
+
+export interface ArtifactResponse {
+  /** 200 or 206. */
+  readonly status: number;
+  readonly body: IncomingMessage;
+  /** Where the bytes came from after redirects (never logged with query strings: they hold signatures). */
+  readonly finalUrl: string;
 }
 
 export interface JenkinsClient {
-  /** GET a JSON document (at most `maxBytes`, default 16 MiB). */
+  /** GET a JSON document with retries (at most `maxBytes`, default 16 MiB). */
   getJson(url: string, signal: AbortSignal, maxBytes?: number): Promise<unknown>;
-  /** GET a body as a stream; the caller must consume or destroy it. Rejects on any non-200 answer. */
-  getStream(url: string, signal: AbortSignal): Promise<IncomingMessage>;
+  /**
+   * One try at an artifact (the caller retries, since a retry may resume): follows up to 5
+   * redirects, asking Jenkins again each time, with `Range: bytes=<rangeStart>-` when given.
+   */
+  openArtifact(url: string, signal: AbortSignal, rangeStart?: number): Promise<ArtifactResponse>;
+  /** Runs `operation` holding one of this process's Jenkins connection slots. */
+  withConnection<T>(operation: () => Promise<T>): Promise<T>;
+  /** Retries `operation` on retryable failures, with this client's policy; `onRetry` hears each retry. */
+  retry<T>(operation: (attempt: number) => Promise<T>, signal: AbortSignal, what: string, onRetry?: (message: string) => void): Promise<T>;
 }
 
-/** Statuses that will not change on retry: the job fails at once instead of retrying. */
-const PERMANENT_STATUSES = new Set([400, 401, 403, 404, 410]);
+const MAX_REDIRECTS = 5;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+
+/** A URL without its query string or credentials, for messages (pre-signed URLs carry secrets). */
+export function displayUrl(url: string): string {
+  const parsed = new URL(url);
+  parsed.username = '';
+  parsed.password = '';
+  parsed.search = '';
+  return parsed.toString();
+}
 
 export function createJenkinsClient(options: JenkinsClientOptions): JenkinsClient {
   const origin = new URL(options.baseUrl).origin;
@@ -48,55 +81,99 @@ export function createJenkinsClient(options: JenkinsClientOptions): JenkinsClien
       ? `Basic ${Buffer.from(`${options.user}:${options.apiToken}`).toString('base64')}`
       : undefined;
   const idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
+  const retries = options.retries ?? 5;
+  const slots: Semaphore = createSemaphore(options.maxConnections ?? 4);
+  const ca = options.caFile ? [...tls.rootCertificates, readFileSync(options.caFile, 'utf8')] : undefined;
   const agents = {
-    http: new http.Agent({ keepAlive: true, maxSockets: 8 }),
-    https: new https.Agent({ keepAlive: true, maxSockets: 8 }),
+    http: new http.Agent({ keepAlive: true }),
+    https: new https.Agent({ keepAlive: true, rejectUnauthorized: !options.tlsInsecure, ...(ca ? { ca } : {}) }),
   };
 
-  const request = (url: string, signal: AbortSignal): Promise<IncomingMessage> =>
+  /** One HTTP GET, no redirects followed. Network failures become RetryableError. */
+  const get = (url: string, signal: AbortSignal, headers: Record<string, string>): Promise<IncomingMessage> =>
     new Promise((resolve, reject) => {
       const target = new URL(url);
-      const headers: Record<string, string> = { 'user-agent': 'ferry', accept: '*/*' };
-      // Credentials go only to the configured Jenkins origin, never to any other host.
-      if (authorization && target.origin === origin) headers.authorization = authorization;
-      const client = target.protocol === 'https:' ? https : http;
-      const req = client.get(
-        target,
-        { headers, signal, agent: target.protocol === 'https:' ? agents.https : agents.http },
-        (response) => {
-          const status = response.statusCode ?? 0;
-          if (status === 200) {
-            resolve(response);
-            return;
-          }
-          response.resume();
-          const error = new JenkinsHttpError(status, url);
-          reject(PERMANENT_STATUSES.has(status) ? new UnrecoverableError(error.message) : error);
-        },
-      );
-      req.setTimeout(idleTimeoutMs, () => req.destroy(new Error(`no data for ${idleTimeoutMs} ms`)));
-      req.on('error', (error) => reject(signal.aborted ? signal.reason : new JenkinsNetworkError(url, error)));
+      const allHeaders: Record<string, string> = { 'user-agent': 'ferry', accept: '*/*', ...headers };
+      // Credentials go only to the configured Jenkins origin, never to a redirect target elsewhere.
+      if (authorization && target.origin === origin) allHeaders.authorization = authorization;
+      const isHttps = target.protocol === 'https:';
+      const req = (isHttps ? https : http).get(target, { headers: allHeaders, signal, agent: isHttps ? agents.https : agents.http }, resolve);
+      req.setTimeout(idleTimeoutMs, () => req.destroy(new Error(`no answer for ${idleTimeoutMs} ms`)));
+      req.on('error', (error) => {
+        if (signal.aborted) reject(signal.reason);
+        else reject(new RetryableError('JENKINS_NETWORK_ERROR', `Request to ${displayUrl(url)} failed: ${error.message}`, { cause: error }));
+      });
     });
 
-  return {
-    async getJson(url, signal, maxBytes = 16 * 1024 * 1024) {
-      const response = await request(url, signal);
-      const chunks: Buffer[] = [];
-      let size = 0;
-      for await (const chunk of response) {
-        size += (chunk as Buffer).length;
-        if (size > maxBytes) {
-          response.destroy();
-          throw new UnrecoverableError(`Response from ${url} is larger than ${maxBytes} bytes`);
-        }
-        chunks.push(chunk as Buffer);
+  /** Follows redirects; throws for any final status other than 200/206. */
+  const open = async (url: string, signal: AbortSignal, headers: Record<string, string>): Promise<ArtifactResponse> => {
+    let current = url;
+    for (let hop = 0; ; hop += 1) {
+      const response = await get(current, signal, headers);
+      const status = response.statusCode ?? 0;
+      if (status === 200 || status === 206) return { status, body: response, finalUrl: current };
+      response.resume();
+      const location = response.headers.location;
+      if (REDIRECT_STATUSES.has(status) && location) {
+        if (hop >= MAX_REDIRECTS) throw new UnrecoverableError(`More than ${MAX_REDIRECTS} redirects for ${displayUrl(url)}`);
+        current = new URL(location, current).toString();
+        continue;
       }
-      try {
-        return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
-      } catch {
-        throw new UnrecoverableError(`Jenkins answered ${url} with something that is not JSON`);
+      const where = displayUrl(current);
+      if (isRetryableStatus(status)) {
+        throw new RetryableError('JENKINS_HTTP_ERROR', `Jenkins answered HTTP ${status} for ${where}`, {
+          retryAfterMs: parseRetryAfter(response.headers['retry-after']),
+        });
       }
-    },
-    getStream: request,
+      throw new UnrecoverableError(new JenkinsHttpError(status, where).message);
+    }
   };
+
+  const client: JenkinsClient = {
+    retry(operation, signal, what, onRetry = options.onRetry) {
+      return withRetries(operation, {
+        retries,
+        signal,
+        ...(options.retryBaseDelayMs !== undefined ? { baseDelayMs: options.retryBaseDelayMs } : {}),
+        onRetry: (error, attempt, delayMs) =>
+          onRetry?.(`${what}: ${error.message}; retry ${attempt}/${retries} in ${(delayMs / 1000).toFixed(1)} s`),
+      });
+    },
+
+    withConnection: (operation) => slots.run(operation),
+
+    async getJson(url, signal, maxBytes = 16 * 1024 * 1024) {
+      return client.retry(
+        () =>
+          slots.run(async () => {
+            const { body } = await open(url, signal, { accept: 'application/json' });
+            const chunks: Buffer[] = [];
+            let size = 0;
+            try {
+              for await (const chunk of body) {
+                size += (chunk as Buffer).length;
+                if (size > maxBytes) throw new UnrecoverableError(`Response from ${displayUrl(url)} is larger than ${maxBytes} bytes`);
+                chunks.push(chunk as Buffer);
+              }
+            } catch (error) {
+              body.destroy();
+              if (error instanceof UnrecoverableError || signal.aborted) throw error;
+              throw new RetryableError('JENKINS_NETWORK_ERROR', `Reading ${displayUrl(url)} failed: ${(error as Error).message}`);
+            }
+            try {
+              return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+            } catch {
+              throw new UnrecoverableError(`Jenkins answered ${displayUrl(url)} with something that is not JSON`);
+            }
+          }),
+        signal,
+        `GET ${displayUrl(url)}`,
+      );
+    },
+
+    openArtifact(url, signal, rangeStart) {
+      return open(url, signal, rangeStart ? { range: `bytes=${rangeStart}-` } : {});
+    },
+  };
+  return client;
 }

@@ -9,14 +9,9 @@ import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { createApi, type Api } from '../../api/create-api.js';
 import { loadConfig, type Config } from '../../shared/config.js';
-import { createJobLog } from '../../shared/job-log.js';
-import { publishProgress } from '../../shared/job-progress.js';
-import { createKeys } from '../../shared/keys.js';
 import { createLogger } from '../../shared/logger.js';
 import { createRedis, waitForRedis } from '../../shared/redis.js';
-import { createDownloadProcessor } from '../../worker/download-processor.js';
-import { createDownloadWorker } from '../../worker/download-worker.js';
-import { createJenkinsClient } from '../../worker/jenkins-client.js';
+import { createWorkerRuntime } from '../../worker/create-worker-runtime.js';
 
 export interface TestSystem {
   readonly config: Config;
@@ -57,7 +52,6 @@ export async function startSystem(jenkinsUrl: string, extra: Record<string, stri
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const { port } = server.address() as AddressInfo;
   const workers: Array<{ worker: Worker; redis: Redis }> = [];
-  const keys = createKeys(config.queuePrefix);
 
   return {
     config,
@@ -67,27 +61,7 @@ export async function startSystem(jenkinsUrl: string, extra: Record<string, stri
     downloadDir,
     async startWorker() {
       const workerRedis = createRedis(config.redisUrl, 'worker', logger, 'test-worker');
-      const jobLog = createJobLog({ redis: workerRedis, keys, maxLines: config.maxLogLines, ttlSeconds: config.logTtlSeconds });
-      const processor = createDownloadProcessor({
-        jenkins: createJenkinsClient({ baseUrl: config.jenkins.url, user: config.jenkins.user, apiToken: config.jenkins.apiToken }),
-        jobLog,
-        logger,
-        downloadDir,
-        defaultInclude: config.artifactInclude,
-        progressIntervalMs: 50,
-        publishProgress: async (job, progress) => {
-          await Promise.all([publishProgress(workerRedis, keys, job.id as string, progress), job.updateProgress(progress)]);
-        },
-      });
-      const worker = createDownloadWorker({
-        redis: workerRedis,
-        keys,
-        processor,
-        jobLog,
-        logger,
-        concurrency: config.workerConcurrency,
-        lockDurationMs: config.jobLockMs,
-      });
+      const worker = createWorkerRuntime({ config, logger, redis: workerRedis, progressIntervalMs: 50, retryBaseDelayMs: 50 });
       void worker.run();
       workers.push({ worker, redis: workerRedis });
       return worker;

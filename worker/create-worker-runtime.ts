@@ -1,0 +1,64 @@
+import type { Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from '../shared/config.js';
+import type { JobData, JobResult } from '../shared/job-contract.js';
+import { createJobLog } from '../shared/job-log.js';
+import { publishProgress } from '../shared/job-progress.js';
+import { createKeys } from '../shared/keys.js';
+import type { Logger } from '../shared/logger.js';
+import { createDownloadProcessor } from './download-processor.js';
+import { createDownloadWorker } from './download-worker.js';
+import { createJenkinsClient } from './jenkins-client.js';
+
+export interface WorkerRuntimeOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  /** The worker's command connection (BullMQ duplicates it for its blocking reads). */
+  readonly redis: Redis;
+  /** Milliseconds between progress snapshots (default 500). */
+  readonly progressIntervalMs?: number;
+  /** First retry backoff in milliseconds (default 500; tests shorten it). */
+  readonly retryBaseDelayMs?: number;
+}
+
+/** Wires a download worker from its connection: everything but signals and process exit. */
+export function createWorkerRuntime(options: WorkerRuntimeOptions): Worker<JobData, JobResult> {
+  const { config, logger, redis } = options;
+  const keys = createKeys(config.queuePrefix);
+  const jobLog = createJobLog({ redis, keys, maxLines: config.maxLogLines, ttlSeconds: config.logTtlSeconds });
+  if (config.transfer.tlsInsecure) {
+    logger.warn('JENKINS_TLS_INSECURE=true: TLS certificates of Jenkins are NOT verified; anyone on the path can read the credentials');
+  }
+  const jenkins = createJenkinsClient({
+    baseUrl: config.jenkins.url,
+    user: config.jenkins.user,
+    apiToken: config.jenkins.apiToken,
+    maxConnections: config.transfer.maxConnections,
+    retries: config.transfer.retries,
+    caFile: config.transfer.caFile,
+    tlsInsecure: config.transfer.tlsInsecure,
+    ...(options.retryBaseDelayMs !== undefined ? { retryBaseDelayMs: options.retryBaseDelayMs } : {}),
+    onRetry: (message) => logger.info('retrying Jenkins request', { detail: message }),
+  });
+  const processor = createDownloadProcessor({
+    jenkins,
+    jobLog,
+    logger,
+    downloadDir: config.downloadDir,
+    defaultInclude: config.artifactInclude,
+    transfer: config.transfer,
+    ...(options.progressIntervalMs !== undefined ? { progressIntervalMs: options.progressIntervalMs } : {}),
+    publishProgress: async (job, progress) => {
+      await Promise.all([publishProgress(redis, keys, job.id as string, progress), job.updateProgress(progress)]);
+    },
+  });
+  return createDownloadWorker({
+    redis,
+    keys,
+    processor,
+    jobLog,
+    logger,
+    concurrency: config.workerConcurrency,
+    lockDurationMs: config.jobLockMs,
+  });
+}
