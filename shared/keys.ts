@@ -15,6 +15,8 @@ export interface Keys {
   log(jobId: string): string;
   /** The job's latest progress snapshot: a Redis Stream capped at one entry, so it can be followed. */
   progress(jobId: string): string;
+  /** The lock one job holds while it writes `<release>/<module>/<build>/` (value: the job id). */
+  folderLock(relativeDir: string): string;
   /** BullMQ's job hash. */
   bullJob(jobId: string): string;
   /** BullMQ's job lock: present exactly while a worker holds the job. */
@@ -22,6 +24,14 @@ export interface Keys {
   /** BullMQ's finished sets. */
   readonly bullCompleted: string;
   readonly bullFailed: string;
+  /**
+   * Submission dedup pointer: a string naming the job that holds one dedup key (`fingerprint` is the
+   * sha256 hex of the normalised submission). Scoped by queue prefix and name so queues sharing a
+   * Redis never see each other's pointers. Only ferry's own scripts touch it, never with BullMQ keys.
+   */
+  dedup(fingerprint: string): string;
+  /** A stored `Idempotency-Key` answer (or its in-progress marker); `digest` is sha256 hex of scope and key. */
+  idempotency(digest: string): string;
 }
 
 export function createKeys(queuePrefix: string, queueName: string = QUEUE_NAME): Keys {
@@ -32,9 +42,12 @@ export function createKeys(queuePrefix: string, queueName: string = QUEUE_NAME):
     jobIndex: `${bull}:ferry-index`,
     log: (jobId) => `ferry:log:${jobId}`,
     progress: (jobId) => `ferry:progress:${jobId}`,
+    folderLock: (relativeDir) => `${bull}:folder-lock:${relativeDir}`,
     bullJob: (jobId) => `${bull}:${jobId}`,
     bullLock: (jobId) => `${bull}:${jobId}:lock`,
     bullCompleted: `${bull}:completed`,
     bullFailed: `${bull}:failed`,
+    dedup: (fingerprint) => `ferry:dedup:${bull}:${fingerprint}`,
+    idempotency: (digest) => `ferry:idempotency:${bull}:${digest}`,
   };
 }

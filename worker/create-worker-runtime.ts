@@ -8,6 +8,7 @@ import { createKeys } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
 import { createDownloadProcessor } from './download-processor.js';
 import { createDownloadWorker } from './download-worker.js';
+import { createFolderLock } from './folder-lock.js';
 import { createJenkinsClient } from './jenkins-client.js';
 
 export interface WorkerRuntimeOptions {
@@ -47,6 +48,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): Worker<JobDa
     downloadDir: config.downloadDir,
     defaultInclude: config.artifactInclude,
     transfer: config.transfer,
+    folderLock: createFolderLock(redis, keys, config.jobLockMs),
     ...(options.progressIntervalMs !== undefined ? { progressIntervalMs: options.progressIntervalMs } : {}),
     publishProgress: async (job, progress) => {
       await Promise.all([publishProgress(redis, keys, job.id as string, progress), job.updateProgress(progress)]);

@@ -4,6 +4,7 @@ import type { Config } from '../shared/config.js';
 import type { JobLog } from '../shared/job-log.js';
 import type { Logger } from '../shared/logger.js';
 import { planBuild, type PlannedFile, type PlannedModule } from './build-plan.js';
+import type { FolderLock } from './folder-lock.js';
 import { fetchArtifact, formatBytes, partPathFor, type DownloadedFile } from './download-file.js';
 import { mapWithConcurrency } from './map-with-concurrency.js';
 import type { JenkinsClient } from './jenkins-client.js';
@@ -19,6 +20,8 @@ export interface DownloadProcessorOptions {
   readonly downloadDir: string;
   /** ARTIFACT_INCLUDE: globs used when the request names none. */
   readonly defaultInclude: readonly string[];
+  /** Serialises writers of one module folder across the fleet. */
+  readonly folderLock: FolderLock;
   /** Transfer limits (Config['transfer']). */
   readonly transfer: Pick<Config['transfer'], 'maxArtifactBytes' | 'minSpeedBytes' | 'stallSeconds' | 'maxConnections'>;
   /** Milliseconds between progress snapshots. */
@@ -37,7 +40,7 @@ function withContext(prefix: string, error: unknown): Error {
 
 /** What one job does: plan the modules, then download each, writing a manifest per module. */
 export function createDownloadProcessor(options: DownloadProcessorOptions): DownloadProcessor {
-  const { jenkins, jobLog, logger, downloadDir } = options;
+  const { jenkins, jobLog, logger, downloadDir, folderLock } = options;
 
   const downloadFile = async (job: Job, module: PlannedModule, file: PlannedFile, prefix: string, progress: ProgressReporter, signal: AbortSignal) => {
     const jobId = job.id as string;
@@ -138,18 +141,23 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       for (const [index, module] of modules.entries()) {
         const prefix = `[${index + 1}/${total}]`;
         await log(`${prefix} ${module.name}: build #${module.build}, ${module.files.length} artifact(s)`);
-        const existing = data.skip_existing
-          ? await readVerifiedManifest(module.dir, module.files.map((file) => file.relativePath))
-          : null;
-        if (existing) {
-          const bytes = existing.files.reduce((sum, file) => sum + file.size, 0);
-          progress.update({ files_done: existing.files.length, bytes_done: bytes, bytes_total: bytes });
-          files.push(...existing.files.map(({ path, size, sha256 }) => ({ path: `${module.relativeDir}/${path}`, size, sha256 })));
-          await log(`${prefix} ${module.name}: already downloaded and verified, skipped`);
-        } else {
-          files.push(...(await downloadModule(job, module, prefix, progress, signal)));
-          await log(`${prefix} ${module.name}: done`);
-        }
+        // One writer per folder: overlapping build maps or a second submit wait for the first.
+        await folderLock.withLock(module.relativeDir, jobId, signal, (holder) => {
+          void log(`${prefix} ${module.name}: waiting for job ${holder}, which is writing ${module.relativeDir}`);
+        }, async () => {
+          const existing = data.skip_existing
+            ? await readVerifiedManifest(module.dir, module.files.map((file) => file.relativePath))
+            : null;
+          if (existing) {
+            const bytes = existing.files.reduce((sum, file) => sum + file.size, 0);
+            progress.update({ files_done: existing.files.length, bytes_done: bytes, bytes_total: bytes });
+            files.push(...existing.files.map(({ path, size, sha256 }) => ({ path: `${module.relativeDir}/${path}`, size, sha256 })));
+            await log(`${prefix} ${module.name}: already downloaded and verified, skipped`);
+          } else {
+            files.push(...(await downloadModule(job, module, prefix, progress, signal)));
+            await log(`${prefix} ${module.name}: done`);
+          }
+        });
         progress.update({ modules_done: 1 });
       }
       await progress.flush();

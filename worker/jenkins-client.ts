@@ -136,7 +136,7 @@ export function createJenkinsClient(options: JenkinsClientOptions): JenkinsClien
         signal,
         ...(options.retryBaseDelayMs !== undefined ? { baseDelayMs: options.retryBaseDelayMs } : {}),
         onRetry: (error, attempt, delayMs) =>
-          onRetry?.(`${what}: ${error.message}; retry ${attempt}/${retries} in ${(delayMs / 1000).toFixed(1)} s`),
+          onRetry?.(`${error.message}; retry ${attempt}/${retries} in ${(delayMs / 1000).toFixed(1)} s`),
       });
     },
 

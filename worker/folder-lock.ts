@@ -1,0 +1,57 @@
+import type { Redis } from 'ioredis';
+import type { Keys } from '../shared/keys.js';
+
+export interface FolderLock {
+  /**
+   * Holds `<release>/<module>/<build>/` for this job while `work` runs: waits (polling) while another
+   * job holds it, calling `onWait` once with the holder's id; renews the lock while working and
+   * releases it after. The lock lasts `ttlMs` without renewal, so a crashed holder frees it with
+   * its own job lock.
+   */
+  withLock<T>(relativeDir: string, jobId: string, signal: AbortSignal, onWait: (holder: string) => void, work: () => Promise<T>): Promise<T>;
+}
+
+/** Deletes or extends the lock only while this job still holds it. */
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+const EXTEND = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`;
+
+export function createFolderLock(redis: Redis, keys: Keys, ttlMs: number, pollMs = 500): FolderLock {
+  const sleep = (ms: number, signal: AbortSignal) =>
+    new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        clearTimeout(timer);
+        reject(signal.reason);
+      };
+      const timer = setTimeout(() => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+
+  return {
+    async withLock(relativeDir, jobId, signal, onWait, work) {
+      const key = keys.folderLock(relativeDir);
+      let told = false;
+      for (;;) {
+        if ((await redis.set(key, jobId, 'PX', ttlMs, 'NX')) === 'OK') break;
+        const holder = await redis.get(key);
+        if (holder === jobId) break;
+        if (holder && !told) {
+          onWait(holder);
+          told = true;
+        }
+        await sleep(pollMs, signal);
+      }
+      const renew = setInterval(() => {
+        redis.eval(EXTEND, 1, key, jobId, String(ttlMs)).catch(() => undefined);
+      }, Math.max(100, Math.floor(ttlMs / 3)));
+      try {
+        return await work();
+      } finally {
+        clearInterval(renew);
+        await redis.eval(RELEASE, 1, key, jobId).catch(() => undefined);
+      }
+    },
+  };
+}
