@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { NotFoundError, ValidationError } from '../shared/errors.js';
 import type { JobLog } from '../shared/job-log.js';
 import { START_CURSOR } from '../shared/log-cursor.js';
+import { createIdempotencyMiddleware, type IdempotencyScope, type IdempotencyStore } from './idempotency.js';
 import type { JobStore } from './job-store.js';
 import { LogsQuerySchema, ListQuerySchema, parseOrThrow, validateSubmission } from './request-schemas.js';
 
@@ -11,6 +12,10 @@ export interface DownloadRoutesOptions {
   readonly jobStore: JobStore;
   readonly jobLog: JobLog;
   readonly logStream: RequestHandler;
+  /** Where `Idempotency-Key` answers are kept (default: the job store's, on its Redis connection). */
+  readonly idempotency?: IdempotencyStore;
+  /** Whose key space an `Idempotency-Key` is in (default: the client address). */
+  readonly idempotencyScope?: IdempotencyScope;
 }
 
 const BASE = '/api/v1/jenkins';
@@ -27,13 +32,22 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
   const { jobStore, jobLog } = options;
   const router = Router();
 
-  router.post(`${BASE}/download`, async (req, res) => {
+  const idempotency = createIdempotencyMiddleware({
+    store: options.idempotency ?? jobStore.idempotency,
+    ...(options.idempotencyScope ? { scope: options.idempotencyScope } : {}),
+  });
+
+  router.post(`${BASE}/download`, idempotency, async (req, res) => {
     if (!req.is('application/json')) throw new ValidationError('Content-Type must be application/json');
     const submission = validateSubmission(req.body, options.jenkinsUrl);
-    const jobId = await jobStore.submit(submission);
-    res.status(202).json({
+    const { jobId, deduplicated, status } = await jobStore.submit(submission);
+    // 202: a new job was queued; 200: an identical pending or running job answers instead.
+    res.status(deduplicated ? 200 : 202).json({
       job_id: jobId,
-      message: `Download of ${submission.job_url} for release ${submission.release} accepted`,
+      deduplicated,
+      message: deduplicated
+        ? `Download of ${submission.job_url} for release ${submission.release} is already ${status} as job ${jobId}`
+        : `Download of ${submission.job_url} for release ${submission.release} accepted`,
       logs_url: `${BASE}/download/${jobId}`,
       status_url: `${BASE}/download/${jobId}/status`,
     });

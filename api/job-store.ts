@@ -14,6 +14,9 @@ import {
 import type { JobLog } from '../shared/job-log.js';
 import { parseProgress } from '../shared/job-progress.js';
 import type { Keys } from '../shared/keys.js';
+import { dedupFingerprint, formatPointer, parsePointer } from './dedup.js';
+import { createIdempotencyStore, type IdempotencyStore } from './idempotency.js';
+import { compareAndSet } from './redis-cas.js';
 
 /** The status document of one job, as `GET .../status` answers it. */
 export interface JobStatusView {
@@ -39,6 +42,39 @@ export interface JobStoreOptions {
   readonly attempts: number;
   /** Seconds a finished job stays readable (JOB_TTL_SECONDS). */
   readonly jobTtlSeconds: number;
+  /** Dedup tuning; the defaults suit production (see DEDUP_DEFAULTS). */
+  readonly dedup?: Partial<DedupOptions>;
+}
+
+export interface DedupOptions {
+  /**
+   * Expiry of a dedup pointer: only a safety net that keeps Redis from filling with pointers to
+   * long-gone jobs. Correctness never depends on it: a pointer counts only while its job is pending
+   * or running. A job still pending after this long can be submitted again.
+   */
+  readonly pointerTtlMs: number;
+  /**
+   * How long a pointer naming a job that BullMQ does not have (yet) is honoured, from the job id's
+   * UUIDv7 time: the claimer is between claiming and adding the job. Past it the claimer is taken
+   * to have crashed and the pointer is replaced.
+   */
+  readonly claimGraceMs: number;
+  /** How long a submit waits for a concurrent claimer's job to appear before answering 409. */
+  readonly settleMs: number;
+}
+
+export const DEDUP_DEFAULTS: DedupOptions = Object.freeze({
+  pointerTtlMs: 6 * 60 * 60 * 1_000,
+  claimGraceMs: 30_000,
+  settleMs: 2_000,
+});
+
+export interface SubmitResult {
+  readonly jobId: string;
+  /** True when an earlier pending or running job with the same dedup key was returned instead. */
+  readonly deduplicated: boolean;
+  /** The returned job's status when the answer was made. */
+  readonly status: JobStatus;
 }
 
 export interface ListQuery {
@@ -49,7 +85,11 @@ export interface ListQuery {
 }
 
 export interface JobStore {
-  submit(data: Omit<JobData, 'accepted_at'>): Promise<string>;
+  /**
+   * Enqueues a download, unless a job with the same dedup key (see api/dedup.ts) is pending or
+   * running: then that job is returned with `deduplicated: true`. Race-free across API processes.
+   */
+  submit(data: Omit<JobData, 'accepted_at'>): Promise<SubmitResult>;
   /** One job's status, or null when unknown. Costs the same whatever the queue depth. */
   get(jobId: string): Promise<JobStatusView | null>;
   list(query: ListQuery): Promise<{ jobs: JobStatusView[]; next: string | null }>;
@@ -57,6 +97,8 @@ export interface JobStore {
   remove(jobId: string): Promise<void>;
   /** The latest progress stream entry `[id, fields]`, or null. */
   progressEntry(jobId: string): Promise<readonly [string, string[]] | null>;
+  /** Stored `Idempotency-Key` answers, on the same Redis connection. */
+  readonly idempotency: IdempotencyStore;
 }
 
 const isoOrNull = (ms: string | undefined) => (ms && /^\d+$/.test(ms) ? new Date(Number(ms)).toISOString() : null);
@@ -142,11 +184,13 @@ export function createJobStore(options: JobStoreOptions): JobStore {
   };
 
   const get = async (jobId: string) => (await readMany([jobId]))[0] ?? null;
+  const dedup: DedupOptions = { ...DEDUP_DEFAULTS, ...options.dedup };
 
-  return {
-    async submit(request) {
-      const jobId = uuidv7();
-      const data: JobData = { ...request, accepted_at: new Date().toISOString() };
+  /** Adds the job whose id the caller has just written into the dedup pointer as `claimed`. */
+  const enqueue = async (request: Omit<JobData, 'accepted_at'>, jobId: string, pointerKey: string): Promise<SubmitResult> => {
+    const claimed = formatPointer('claimed', jobId);
+    const data: JobData = { ...request, accepted_at: new Date().toISOString() };
+    try {
       // Index first, queue second: a crash between the two leaves an index entry without a job,
       // which list() prunes; it can never leave a queued job that ferry does not know.
       await redis.zadd(keys.jobIndex, 0, jobId);
@@ -157,7 +201,52 @@ export function createJobStore(options: JobStoreOptions): JobStore {
         removeOnComplete: { age: options.jobTtlSeconds },
         removeOnFail: { age: options.jobTtlSeconds },
       });
-      return jobId;
+    } catch (error) {
+      // Give the key back so the next submit need not wait out the claim grace.
+      await compareAndSet(redis, pointerKey, claimed, null).catch(() => false);
+      throw error;
+    }
+    // Best effort: without it, a removed job's pointer is only recognised as stale after the grace.
+    await compareAndSet(redis, pointerKey, claimed, formatPointer('queued', jobId)).catch(() => false);
+    return { jobId, deduplicated: false, status: 'pending' };
+  };
+
+  return {
+    async submit(request) {
+      // One pointer per dedup key names the job holding it. Claiming is SET NX, replacing a stale
+      // pointer is compare-and-set, so of any number of concurrent submits (in any number of API
+      // processes) exactly one enqueues; the others answer with its job. Whether the pointed job
+      // still holds the key is decided by its status, derived as GET .../status derives it.
+      const pointerKey = keys.dedup(dedupFingerprint(request));
+      const jobId = uuidv7();
+      const claim = formatPointer('claimed', jobId);
+      const deadline = Date.now() + dedup.settleMs;
+      for (;;) {
+        if ((await redis.set(pointerKey, claim, 'PX', dedup.pointerTtlMs, 'NX')) === 'OK') {
+          return enqueue(request, jobId, pointerKey);
+        }
+        const held = await redis.get(pointerKey);
+        if (held !== null) {
+          const pointer = parsePointer(held);
+          const view = pointer ? await get(pointer.jobId) : null;
+          if (pointer && view && (view.status === 'pending' || view.status === 'running')) {
+            return { jobId: pointer.jobId, deduplicated: true, status: view.status };
+          }
+          // Stale: unreadable, the job finished, the job was removed after being queued, or the
+          // claimer never queued it within the grace (it crashed or lost Redis).
+          const stale =
+            !pointer || view !== null || pointer.state === 'queued' || Date.now() - pointer.claimedAt > dedup.claimGraceMs;
+          if (stale && (await compareAndSet(redis, pointerKey, held, claim, dedup.pointerTtlMs))) {
+            return enqueue(request, jobId, pointerKey);
+          }
+          // Otherwise another request claimed the key moments ago and is adding its job, or
+          // replaced the pointer before us: look again shortly.
+        }
+        if (Date.now() > deadline) {
+          throw new ConflictError('An identical download is being submitted by another request; try again shortly');
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
     },
 
     get,
@@ -214,5 +303,7 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       if (removed === 0) throw new ConflictError(`Job ${jobId} is being worked on; try again when it has finished`);
       await Promise.all([jobLog.remove(jobId), redis.zrem(keys.jobIndex, jobId)]);
     },
+
+    idempotency: createIdempotencyStore({ redis, keys }),
   };
 }

@@ -23,6 +23,18 @@ export const LogsQuerySchema = z.strictObject({
   limit: z.coerce.number().int().min(1).max(1_000).default(100),
 });
 
+/** An `Idempotency-Key` value: 1-200 printable ASCII characters (space to tilde). */
+export const IdempotencyKeySchema = z.string().regex(/^[\x20-\x7e]{1,200}$/, 'must be 1-200 printable ASCII characters');
+
+/** The `Idempotency-Key` header's value, or undefined when the request has none; 400 when malformed. */
+export function parseIdempotencyKey(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const result = IdempotencyKeySchema.safeParse(header);
+  if (result.success) return result.data;
+  const message = `Idempotency-Key: ${result.error.issues[0]?.message ?? 'invalid'}`;
+  throw new ValidationError(`Invalid header: ${message}`, [message]);
+}
+
 /** Parses with a schema, turning zod's issues into one ValidationError naming every field. */
 export function parseOrThrow<T extends z.ZodType>(schema: T, value: unknown, what: string): z.output<T> {
   const result = schema.safeParse(value);

@@ -247,10 +247,13 @@ describe('downloads end to end (one API, in-process worker, real Redis)', () => 
 
   it('GET /downloads lists newest first, filters by status and release, and pages with next', async () => {
     const ids: string[] = [];
+    // One after another: an identical submit while the previous is pending would be deduplicated.
     for (let index = 0; index < 3; index += 1) {
-      ids.push((await submit({ job_url: routingUrl, release: 'listing' })).body.job_id as string);
+      const id = (await submit({ job_url: routingUrl, release: 'listing' })).body.job_id as string;
+      ids.push(id);
+      await finished(id);
     }
-    for (const id of ids) await finished(id);
+    expect(new Set(ids).size).toBe(3);
     const page1 = await getJson(`${system.baseUrl}/api/v1/jenkins/downloads?release=listing&limit=2`);
     const jobs1 = page1.body.jobs as Array<{ id: string; release: string }>;
     expect(jobs1.map((job) => job.id)).toEqual([ids[2], ids[1]]);
