@@ -7,6 +7,7 @@ import { createJobLog } from '../shared/job-log.js';
 import { createKeys } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
 import { createApp } from './app.js';
+import { createCancelJob } from './cancel-job.js';
 import { createDashboardRouter, DASHBOARD_PATH } from './dashboard.js';
 import { createDownloadRouter } from './download-routes.js';
 import { createJobStore, type JobStore } from './job-store.js';
@@ -56,7 +57,9 @@ export function createApi({ config, logger, redis, blockingRedis, heartbeatMs }:
     logger,
     ...(heartbeatMs !== undefined ? { heartbeatMs } : {}),
   });
-  const routers = [{ path: '/', router: createDownloadRouter({ jenkinsUrl: config.jenkins.url, jobStore, jobLog, logStream }) }];
+  const cancelJob = createCancelJob({ redis, queue, keys, jobStore, jobLog, ttlSeconds: config.jobTtlSeconds });
+  const downloads = createDownloadRouter({ jenkinsUrl: config.jenkins.url, jobStore, jobLog, logStream, cancelJob });
+  const routers = [{ path: '/', router: downloads }];
   if (config.dashboardEnabled) routers.push({ path: DASHBOARD_PATH, router: createDashboardRouter(queue) });
   const app = createApp({ logger, redis, routers });
   return {

@@ -4,6 +4,7 @@ import { NotFoundError, ValidationError } from '../shared/errors.js';
 import type { JobLog } from '../shared/job-log.js';
 import { START_CURSOR } from '../shared/log-cursor.js';
 import { createIdempotencyMiddleware, type IdempotencyScope, type IdempotencyStore } from './idempotency.js';
+import type { CancelOutcome } from './cancel-job.js';
 import type { JobStore } from './job-store.js';
 import { LogsQuerySchema, ListQuerySchema, parseOrThrow, validateSubmission } from './request-schemas.js';
 
@@ -12,6 +13,8 @@ export interface DownloadRoutesOptions {
   readonly jobStore: JobStore;
   readonly jobLog: JobLog;
   readonly logStream: RequestHandler;
+  /** Cancels a pending or running job (api/cancel-job.ts). */
+  readonly cancelJob: (jobId: string) => Promise<CancelOutcome>;
   /** Where `Idempotency-Key` answers are kept (default: the job store's, on its Redis connection). */
   readonly idempotency?: IdempotencyStore;
   /** Whose key space an `Idempotency-Key` is in (default: the client address). */
@@ -91,6 +94,18 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
   });
 
   router.get(`${BASE}/download/:id`, requireJobId, options.logStream);
+
+  // 200 when the job is cancelled; 202 when its worker has not confirmed yet (status will follow).
+  router.post(`${BASE}/download/:id/cancel`, requireJobId, async (req, res) => {
+    const jobId = String(req.params.id);
+    const outcome = await options.cancelJob(jobId);
+    res.status(outcome.status === 'cancelled' ? 200 : 202).json({
+      job_id: jobId,
+      status: outcome.status,
+      message: outcome.status === 'cancelled' ? `Job ${jobId} cancelled` : `Cancel of job ${jobId} requested; its worker is stopping it`,
+      status_url: `${BASE}/download/${jobId}/status`,
+    });
+  });
 
   router.delete(`${BASE}/download/:id`, requireJobId, async (req, res) => {
     await jobStore.remove(String(req.params.id));

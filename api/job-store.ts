@@ -1,8 +1,10 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { v7 as uuidv7 } from 'uuid';
+import { z } from 'zod';
 import { ConflictError, NotFoundError } from '../shared/errors.js';
 import {
+  isCancelReason,
   JobDataSchema,
   JobResultSchema,
   type FileRecord,
@@ -130,7 +132,9 @@ export function toStatusView(jobId: string, raw: RawJob): JobStatusView {
   const { hash } = raw;
   const data = JobDataSchema.safeParse(parseJson(hash.data));
   const result = JobResultSchema.safeParse(parseJson(hash.returnvalue));
-  const status: JobStatus = raw.completed ? 'completed' : raw.failed ? 'failed' : raw.locked ? 'running' : 'pending';
+  // A cancelled job is one BullMQ failed with ferry's cancel reason (see worker/download-processor.ts).
+  const cancelled = raw.failed && isCancelReason(hash.failedReason);
+  const status: JobStatus = raw.completed ? 'completed' : cancelled ? 'cancelled' : raw.failed ? 'failed' : raw.locked ? 'running' : 'pending';
   const finished = raw.completed || raw.failed;
   const progress = raw.completed && result.success ? result.data.progress : parseProgress(raw.progressFields);
   return {
@@ -148,6 +152,15 @@ export function toStatusView(jobId: string, raw: RawJob): JobStatusView {
   };
 }
 
+const TombstoneSchema = z.object({ id: z.string(), status: z.literal('cancelled') }).loose();
+
+/** A pending job cancelled before it ran leaves only this record of its final status. */
+function parseTombstone(raw: unknown): JobStatusView | null {
+  if (typeof raw !== 'string') return null;
+  const parsed = TombstoneSchema.safeParse(parseJson(raw));
+  return parsed.success ? (parsed.data as unknown as JobStatusView) : null;
+}
+
 export function createJobStore(options: JobStoreOptions): JobStore {
   const { redis, queue, keys, jobLog } = options;
 
@@ -162,17 +175,18 @@ export function createJobStore(options: JobStoreOptions): JobStore {
         .hgetall(keys.bullJob(id))
         .zscore(keys.bullCompleted, id)
         .zscore(keys.bullFailed, id)
-        .exists(keys.bullLock(id));
+        .exists(keys.bullLock(id))
+        .get(keys.tombstone(id));
     }
     const progressReads = jobIds.map((id) => redis.xrevrange(keys.progress(id), '+', '-', 'COUNT', 1));
     const [results, progress] = await Promise.all([transaction.exec(), Promise.all(progressReads)]);
     return jobIds.map((id, index) => {
-      const slice = (results ?? []).slice(index * 4, index * 4 + 4).map(([error, value]) => {
+      const slice = (results ?? []).slice(index * 5, index * 5 + 5).map(([error, value]) => {
         if (error) throw error;
         return value;
       });
       const hash = slice[0] as Record<string, string>;
-      if (!hash || Object.keys(hash).length === 0) return null;
+      if (!hash || Object.keys(hash).length === 0) return parseTombstone(slice[4]);
       return toStatusView(id, {
         hash,
         completed: slice[1] !== null,
@@ -299,9 +313,9 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       if (view.status === 'pending' || view.status === 'running') {
         throw new ConflictError(`Job ${jobId} is ${view.status}; only a finished job can be removed`);
       }
-      const removed = await queue.remove(jobId);
+      const removed = (await queue.remove(jobId)) + (await redis.del(keys.tombstone(jobId)));
       if (removed === 0) throw new ConflictError(`Job ${jobId} is being worked on; try again when it has finished`);
-      await Promise.all([jobLog.remove(jobId), redis.zrem(keys.jobIndex, jobId)]);
+      await Promise.all([jobLog.remove(jobId), redis.zrem(keys.jobIndex, jobId), redis.del(keys.cancelRequest(jobId))]);
     },
 
     idempotency: createIdempotencyStore({ redis, keys }),

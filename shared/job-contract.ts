@@ -60,3 +60,10 @@ export type JobResult = z.infer<typeof JobResultSchema>;
 export const JOB_STATUSES = ['pending', 'running', 'completed', 'failed', 'cancelled'] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
 export type FinalStatus = Extract<JobStatus, 'completed' | 'failed' | 'cancelled'>;
+
+/** A job's failure reason starts with this when it was cancelled; status then reads `cancelled`. */
+export const CANCELLED_PREFIX = 'Cancelled';
+
+export function isCancelReason(reason: string | null | undefined): boolean {
+  return typeof reason === 'string' && reason.startsWith(CANCELLED_PREFIX);
+}

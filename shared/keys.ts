@@ -17,6 +17,15 @@ export interface Keys {
   progress(jobId: string): string;
   /** The lock one job holds while it writes `<release>/<module>/<build>/` (value: the job id). */
   folderLock(relativeDir: string): string;
+  /** Pub/sub channel on which the API asks whichever worker holds a job to cancel it. */
+  readonly cancelChannel: string;
+  /** Marks a job whose cancel was requested, so a worker that has not started it yet still stops. */
+  cancelRequest(jobId: string): string;
+  /**
+   * What remains of a pending job cancelled and removed from the queue: its final status (JSON).
+   * In the queue's hash slot, so the status read takes it in the same MULTI.
+   */
+  tombstone(jobId: string): string;
   /** BullMQ's job hash. */
   bullJob(jobId: string): string;
   /** BullMQ's job lock: present exactly while a worker holds the job. */
@@ -43,6 +52,9 @@ export function createKeys(queuePrefix: string, queueName: string = QUEUE_NAME):
     log: (jobId) => `ferry:log:${jobId}`,
     progress: (jobId) => `ferry:progress:${jobId}`,
     folderLock: (relativeDir) => `${bull}:folder-lock:${relativeDir}`,
+    cancelChannel: `ferry:cancel:${bull}`,
+    cancelRequest: (jobId) => `ferry:cancel-request:${jobId}`,
+    tombstone: (jobId) => `${bull}:ferry-tombstone:${jobId}`,
     bullJob: (jobId) => `${bull}:${jobId}`,
     bullLock: (jobId) => `${bull}:${jobId}:lock`,
     bullCompleted: `${bull}:completed`,

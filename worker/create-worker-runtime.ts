@@ -49,6 +49,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): Worker<JobDa
     defaultInclude: config.artifactInclude,
     transfer: config.transfer,
     folderLock: createFolderLock(redis, keys, config.jobLockMs),
+    isCancelRequested: async (jobId) => (await redis.exists(keys.cancelRequest(jobId))) === 1,
     ...(options.progressIntervalMs !== undefined ? { progressIntervalMs: options.progressIntervalMs } : {}),
     publishProgress: async (job, progress) => {
       await Promise.all([publishProgress(redis, keys, job.id as string, progress), job.updateProgress(progress)]);

@@ -1,5 +1,6 @@
+import { rm } from 'node:fs/promises';
 import { UnrecoverableError, type Job } from 'bullmq';
-import { JobDataSchema, type FileRecord, type JobData, type JobResult } from '../shared/job-contract.js';
+import { CANCELLED_PREFIX, isCancelReason, JobDataSchema, type FileRecord, type JobData, type JobResult } from '../shared/job-contract.js';
 import type { Config } from '../shared/config.js';
 import type { JobLog } from '../shared/job-log.js';
 import type { Logger } from '../shared/logger.js';
@@ -20,6 +21,8 @@ export interface DownloadProcessorOptions {
   readonly downloadDir: string;
   /** ARTIFACT_INCLUDE: globs used when the request names none. */
   readonly defaultInclude: readonly string[];
+  /** True when a cancel was requested for the job (checked before it starts). */
+  readonly isCancelRequested: (jobId: string) => Promise<boolean>;
   /** Serialises writers of one module folder across the fleet. */
   readonly folderLock: FolderLock;
   /** Transfer limits (Config['transfer']). */
@@ -29,6 +32,12 @@ export interface DownloadProcessorOptions {
 }
 
 export type DownloadProcessor = (job: Job<JobData, JobResult>, token?: string, signal?: AbortSignal) => Promise<JobResult>;
+
+/** Removes a job's partial files (and their .json records) for every planned file. */
+async function removePartFiles(modules: readonly PlannedModule[], jobId: string): Promise<void> {
+  const paths = modules.flatMap((module) => module.files.map((file) => partPathFor(file.target, jobId)));
+  await Promise.all(paths.flatMap((part) => [rm(part, { force: true }), rm(`${part}.json`, { force: true })]));
+}
 
 /** Wraps a failure with the module and file it happened in, keeping "do not retry" intact. */
 function withContext(prefix: string, error: unknown): Error {
@@ -105,7 +114,9 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
     return records;
   };
 
-  return async (job, _token, signal = new AbortController().signal) => {
+  // Three declared parameters: BullMQ passes the AbortSignal only to processors whose length is 3.
+  return async (job, _token, jobSignal) => {
+    const signal = jobSignal ?? new AbortController().signal;
     const jobId = job.id as string;
     const parsed = JobDataSchema.safeParse(job.data);
     if (!parsed.success) throw new UnrecoverableError(`Job data is invalid: ${parsed.error.issues[0]?.message ?? 'unknown'}`);
@@ -118,6 +129,8 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
     );
 
     await jobLog.keep(jobId);
+    if (await options.isCancelRequested(jobId)) throw new UnrecoverableError(`${CANCELLED_PREFIX} before it started`);
+    let planned: PlannedModule[] = [];
     await log(`Attempt ${job.attemptsStarted}: downloading ${data.job_url} for release ${data.release}`);
     try {
       let modules: PlannedModule[];
@@ -137,9 +150,12 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       progress.update({ modules_total: total, files_total: modules.reduce((sum, m) => sum + m.files.length, 0) }, 'set');
       await progress.flush();
 
+      planned = modules;
       const files: FileRecord[] = [];
       for (const [index, module] of modules.entries()) {
         const prefix = `[${index + 1}/${total}]`;
+        // Pub/sub is fire-and-forget: the marker also stops a job whose worker missed the message.
+        if (await options.isCancelRequested(jobId)) throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
         await log(`${prefix} ${module.name}: build #${module.build}, ${module.files.length} artifact(s)`);
         // One writer per folder: overlapping build maps or a second submit wait for the first.
         await folderLock.withLock(module.relativeDir, jobId, signal, (holder) => {
@@ -164,6 +180,14 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       const bytes = files.reduce((sum, file) => sum + file.size, 0);
       await log(`Downloaded ${files.length} file(s), ${formatBytes(bytes)}, from ${total} module(s)`);
       return { files, progress: progress.current };
+    } catch (error) {
+      const reason = signal.aborted ? String((signal.reason as Error | undefined)?.message ?? signal.reason) : '';
+      if (isCancelReason(reason) || (error instanceof UnrecoverableError && isCancelReason(error.message))) {
+        // A cancelled job leaves no partial files; completed files and manifests stay valid.
+        await removePartFiles(planned, jobId);
+        throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
+      }
+      throw error;
     } finally {
       await progress.flush();
     }

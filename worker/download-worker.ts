@@ -1,6 +1,6 @@
 import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { JobData, JobResult } from '../shared/job-contract.js';
+import { CANCELLED_PREFIX, isCancelReason, type JobData, type JobResult } from '../shared/job-contract.js';
 import type { JobLog } from '../shared/job-log.js';
 import type { Keys } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
@@ -49,11 +49,21 @@ export function createDownloadWorker(options: DownloadWorkerOptions): Worker<Job
       // BullMQ has already moved the job: in the failed set means no attempt is left.
       const final = (await redis.zscore(keys.bullFailed, jobId)) !== null;
       logger.warn(final ? 'job failed' : 'job attempt failed; will retry', { job_id: jobId, error: error.message });
-      const line = `Attempt ${job.attemptsStarted} failed: ${error.message}`;
-      if (final) await jobLog.end(jobId, 'failed', error.message, line);
+      const cancelled = isCancelReason(error.message);
+      const line = cancelled ? `Job cancelled` : `Attempt ${job.attemptsStarted} failed: ${error.message}`;
+      if (final) await jobLog.end(jobId, cancelled ? 'cancelled' : 'failed', cancelled ? null : error.message, line);
       else await jobLog.append(jobId, `${line} (will retry)`);
     });
   });
   worker.on('error', (error) => logger.error('worker error', { error }));
+
+  // Cancel requests reach every worker; only the one holding the job has it to abort.
+  const subscriber = redis.duplicate({ connectionName: 'ferry:worker-cancel' });
+  subscriber.on('error', (error) => logger.warn('cancel subscriber error', { error: error.message }));
+  subscriber.on('message', (_channel, jobId) => {
+    if (worker.cancelJob(jobId, `${CANCELLED_PREFIX} by request`)) logger.info('job cancel requested', { job_id: jobId });
+  });
+  void subscriber.subscribe(keys.cancelChannel).catch((error: unknown) => logger.error('could not subscribe to cancels', { error }));
+  worker.on('closed', () => subscriber.disconnect());
   return worker;
 }
