@@ -1,7 +1,7 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { ConflictError, NotFoundError } from '../shared/errors.js';
-import { CANCELLED_PREFIX, type JobData, type JobResult } from '../shared/job-contract.js';
+import { CANCELLED_PREFIX, type BatchData, type JobData, type JobResult } from '../shared/job-contract.js';
 import type { JobLog } from '../shared/job-log.js';
 import type { Keys } from '../shared/keys.js';
 import type { JobStatusView, JobStore } from './job-store.js';
@@ -9,6 +9,7 @@ import type { JobStatusView, JobStore } from './job-store.js';
 export interface CancelJobOptions {
   readonly redis: Redis;
   readonly queue: Queue<JobData, JobResult>;
+  readonly batchQueue: Queue<BatchData, JobResult>;
   readonly keys: Keys;
   readonly jobStore: JobStore;
   readonly jobLog: JobLog;
@@ -27,10 +28,11 @@ const REASON = `${CANCELLED_PREFIX} by request`;
  * Cancels a job wherever it is. A pending job is removed from the queue, leaving a tombstone with
  * its final status; a running one is aborted by whichever worker holds it, reached through Redis
  * pub/sub (BullMQ's worker.cancelJob only reaches its own process). A marker key stops a worker
- * that takes the job between the two steps.
+ * that takes the job between the two steps. A batch is cancelled the same way: its coordinator,
+ * once aborted, cancels its module jobs (worker/batch-coordinator.ts).
  */
 export function createCancelJob(options: CancelJobOptions): (jobId: string) => Promise<CancelOutcome> {
-  const { redis, queue, keys, jobStore, jobLog, ttlSeconds } = options;
+  const { redis, keys, jobStore, jobLog, ttlSeconds } = options;
   const waitMs = options.waitMs ?? 3_000;
 
   return async (jobId) => {
@@ -43,6 +45,7 @@ export function createCancelJob(options: CancelJobOptions): (jobId: string) => P
       const tombstone: JobStatusView = { ...view, status: 'cancelled', error: REASON, completed_at: new Date().toISOString(), running_since: null };
       // The tombstone goes first: there is never a moment when the job is unknown.
       await redis.set(keys.tombstone(jobId), JSON.stringify(tombstone), 'EX', ttlSeconds);
+      const queue = view.kind === 'batch' ? options.batchQueue : options.queue;
       if ((await queue.remove(jobId)) === 1) {
         await jobLog.end(jobId, 'cancelled', null, 'Job cancelled before it started');
         return { status: 'cancelled', job: tombstone };

@@ -2,7 +2,7 @@ import { Queue } from 'bullmq';
 import type { Express } from 'express';
 import type { Redis } from 'ioredis';
 import type { Config } from '../shared/config.js';
-import type { JobData, JobResult } from '../shared/job-contract.js';
+import type { BatchData, JobData, JobResult } from '../shared/job-contract.js';
 import { createJobLog } from '../shared/job-log.js';
 import { createKeys } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
@@ -28,6 +28,7 @@ export interface ApiDependencies {
 export interface Api {
   readonly app: Express;
   readonly queue: Queue<JobData, JobResult>;
+  readonly batchQueue: Queue<BatchData, JobResult>;
   readonly jobStore: JobStore;
   readonly tail: LogTail;
   /** Stops the tail and the queue; the caller closes the Redis connections it created. */
@@ -39,10 +40,13 @@ export function createApi({ config, logger, redis, blockingRedis, heartbeatMs }:
   const keys = createKeys(config.queuePrefix);
   const queue = new Queue<JobData, JobResult>(keys.queueName, { connection: redis, prefix: keys.queuePrefix });
   queue.on('error', (error) => logger.warn('queue error', { error: error.message }));
+  const batchQueue = new Queue<BatchData, JobResult>(keys.batches.queueName, { connection: redis, prefix: keys.queuePrefix });
+  batchQueue.on('error', (error) => logger.warn('queue error', { error: error.message }));
   const jobLog = createJobLog({ redis, keys, maxLines: config.maxLogLines, ttlSeconds: config.logTtlSeconds });
   const jobStore = createJobStore({
     redis,
     queue,
+    batchQueue,
     keys,
     jobLog,
     attempts: config.jobAttempts,
@@ -57,18 +61,20 @@ export function createApi({ config, logger, redis, blockingRedis, heartbeatMs }:
     logger,
     ...(heartbeatMs !== undefined ? { heartbeatMs } : {}),
   });
-  const cancelJob = createCancelJob({ redis, queue, keys, jobStore, jobLog, ttlSeconds: config.jobTtlSeconds });
+  const cancelJob = createCancelJob({ redis, queue, batchQueue, keys, jobStore, jobLog, ttlSeconds: config.jobTtlSeconds });
   const downloads = createDownloadRouter({ jenkinsUrl: config.jenkins.url, jobStore, jobLog, logStream, cancelJob });
   const routers = [{ path: '/', router: downloads }];
-  if (config.dashboardEnabled) routers.push({ path: DASHBOARD_PATH, router: createDashboardRouter(queue) });
+  if (config.dashboardEnabled) routers.push({ path: DASHBOARD_PATH, router: createDashboardRouter(queue, batchQueue) });
   const app = createApp({ logger, redis, routers });
   return {
     app,
     queue,
+    batchQueue,
     jobStore,
     tail,
     async close() {
       await tail.close();
+      await batchQueue.close();
       await queue.close();
     },
   };

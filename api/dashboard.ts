@@ -6,12 +6,12 @@ import type { Router } from 'express';
 
 export const DASHBOARD_PATH = '/admin/queues';
 
-/** Bull Board over the download queue: operators see, retry and remove BullMQ jobs. */
-export function createDashboardRouter(queue: Queue): Router {
+/** Bull Board over ferry's queues (downloads, batches): operators see, retry and remove BullMQ jobs. */
+export function createDashboardRouter(...queues: Queue[]): Router {
   const serverAdapter = new ExpressAdapter();
   serverAdapter.setBasePath(DASHBOARD_PATH);
   createBullBoard({
-    queues: [new BullMQAdapter(queue)],
+    queues: queues.map((queue) => new BullMQAdapter(queue)),
     serverAdapter,
     options: { uiConfig: { boardTitle: 'ferry' } },
   });

@@ -6,7 +6,7 @@ import { START_CURSOR } from '../shared/log-cursor.js';
 import { createIdempotencyMiddleware, type IdempotencyScope, type IdempotencyStore } from './idempotency.js';
 import type { CancelOutcome } from './cancel-job.js';
 import type { JobStore } from './job-store.js';
-import { LogsQuerySchema, ListQuerySchema, parseOrThrow, validateSubmission } from './request-schemas.js';
+import { LogsQuerySchema, ListQuerySchema, parseOrThrow, validateBatch, validateSubmission } from './request-schemas.js';
 
 export interface DownloadRoutesOptions {
   readonly jenkinsUrl: string;
@@ -55,6 +55,21 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
       status_url: `${BASE}/download/${jobId}/status`,
     });
   });
+
+  // The tracker's "download selected": several builds as one batch job (see worker/batch-coordinator.ts).
+  router.post(`${BASE}/download-selected`, idempotency, async (req, res) => {
+    if (!req.is('application/json')) throw new ValidationError('Content-Type must be application/json');
+    const builds = validateBatch(req.body, options.jenkinsUrl);
+    const jobId = await jobStore.submitBatch(builds);
+    res.status(202).json({
+      job_id: jobId,
+      message: `Download of ${builds.length} build(s) accepted`,
+      logs_url: `${BASE}/download-selected/${jobId}`,
+      status_url: `${BASE}/download/${jobId}/status`,
+    });
+  });
+
+  router.get(`${BASE}/download-selected/:id`, requireJobId, options.logStream);
 
   router.get(`${BASE}/downloads`, async (req, res) => {
     const query = parseOrThrow(ListQuerySchema, req.query, 'query');

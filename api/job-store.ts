@@ -4,8 +4,13 @@ import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
 import { ConflictError, NotFoundError } from '../shared/errors.js';
 import {
+  BatchDataSchema,
+  BatchProgressSchema,
   isCancelReason,
   JobDataSchema,
+  type BatchChild,
+  type BatchData,
+  type BatchItem,
   JobResultSchema,
   type FileRecord,
   type JobData,
@@ -33,11 +38,23 @@ export interface JobStatusView {
   error: string | null;
   attempts: number;
   files: FileRecord[] | null;
+  /** `batch` for a "download selected" batch; `download` for a single job and a batch's module job. */
+  kind: 'download' | 'batch';
+  /** A module job: its batch's id. */
+  batch_id?: string;
+  /** A batch: the builds as submitted (with the tracker's own fields). */
+  builds?: BatchItem[];
+  /** A batch: every module found in its builds' build maps, with its module job and outcome. */
+  modules?: BatchChild[];
+  /** A batch: the modules that failed or were cancelled. */
+  failed_modules?: Array<{ module: string; build_url: string; error: string | null }>;
 }
 
 export interface JobStoreOptions {
   readonly redis: Redis;
   readonly queue: Queue<JobData, JobResult>;
+  /** The batch coordinators' queue. */
+  readonly batchQueue: Queue<BatchData, JobResult>;
   readonly keys: Keys;
   readonly jobLog: JobLog;
   /** Attempts per job (JOB_ATTEMPTS). */
@@ -92,6 +109,8 @@ export interface JobStore {
    * running: then that job is returned with `deduplicated: true`. Race-free across API processes.
    */
   submit(data: Omit<JobData, 'accepted_at'>): Promise<SubmitResult>;
+  /** Enqueues a "download selected" batch; returns its id. */
+  submitBatch(builds: BatchItem[], options?: { skipExisting?: boolean; artifacts?: string[] }): Promise<string>;
   /** One job's status, or null when unknown. Costs the same whatever the queue depth. */
   get(jobId: string): Promise<JobStatusView | null>;
   list(query: ListQuery): Promise<{ jobs: JobStatusView[]; next: string | null }>;
@@ -116,6 +135,8 @@ function parseJson(raw: string | undefined): unknown {
 
 interface RawJob {
   hash: Record<string, string>;
+  /** The job is a batch coordinator's (queue `batches`). */
+  batch: boolean;
   completed: boolean;
   failed: boolean;
   locked: boolean;
@@ -130,25 +151,48 @@ interface RawJob {
  */
 export function toStatusView(jobId: string, raw: RawJob): JobStatusView {
   const { hash } = raw;
-  const data = JobDataSchema.safeParse(parseJson(hash.data));
   const result = JobResultSchema.safeParse(parseJson(hash.returnvalue));
   // A cancelled job is one BullMQ failed with ferry's cancel reason (see worker/download-processor.ts).
   const cancelled = raw.failed && isCancelReason(hash.failedReason);
   const status: JobStatus = raw.completed ? 'completed' : cancelled ? 'cancelled' : raw.failed ? 'failed' : raw.locked ? 'running' : 'pending';
   const finished = raw.completed || raw.failed;
   const progress = raw.completed && result.success ? result.data.progress : parseProgress(raw.progressFields);
-  return {
+  const common = {
     id: jobId,
-    release: data.success ? data.data.release : null,
-    job_url: data.success ? data.data.job_url : null,
     status,
     progress,
-    started_at: data.success ? data.data.accepted_at : isoOrNull(hash.timestamp),
     running_since: status === 'pending' ? null : isoOrNull(hash.processedOn),
     completed_at: finished ? isoOrNull(hash.finishedOn) : null,
     error: status === 'completed' ? null : hash.failedReason || null,
     attempts: Number(hash.ats ?? hash.atm ?? 0),
     files: raw.completed && result.success ? result.data.files : null,
+  };
+  if (raw.batch) {
+    const data = BatchDataSchema.safeParse(parseJson(hash.data));
+    const running = BatchProgressSchema.safeParse(parseJson(hash.progress));
+    const modules = (result.success ? result.data.children : undefined) ?? (running.success ? running.data.children : []);
+    const releases = new Set(data.success ? data.data.builds.map((build) => build.release) : []);
+    return {
+      ...common,
+      release: releases.size === 1 ? ([...releases][0] as string) : null,
+      job_url: null,
+      started_at: data.success ? data.data.accepted_at : isoOrNull(hash.timestamp),
+      kind: 'batch',
+      builds: data.success ? data.data.builds : [],
+      modules,
+      failed_modules: modules
+        .filter((module) => module.status === 'failed' || module.status === 'cancelled')
+        .map(({ module, build_url, error }) => ({ module, build_url, error })),
+    };
+  }
+  const data = JobDataSchema.safeParse(parseJson(hash.data));
+  return {
+    ...common,
+    release: data.success ? data.data.release : null,
+    job_url: data.success ? data.data.job_url : null,
+    started_at: data.success ? data.data.accepted_at : isoOrNull(hash.timestamp),
+    kind: 'download',
+    ...(data.success && data.data.batch ? { batch_id: data.data.batch.id } : {}),
   };
 }
 
@@ -176,24 +220,29 @@ export function createJobStore(options: JobStoreOptions): JobStore {
         .zscore(keys.bullCompleted, id)
         .zscore(keys.bullFailed, id)
         .exists(keys.bullLock(id))
-        .get(keys.tombstone(id));
+        .get(keys.tombstone(id))
+        .hgetall(keys.batches.job(id))
+        .zscore(keys.batches.completed, id)
+        .zscore(keys.batches.failed, id)
+        .exists(keys.batches.lock(id));
     }
     const progressReads = jobIds.map((id) => redis.xrevrange(keys.progress(id), '+', '-', 'COUNT', 1));
     const [results, progress] = await Promise.all([transaction.exec(), Promise.all(progressReads)]);
     return jobIds.map((id, index) => {
-      const slice = (results ?? []).slice(index * 5, index * 5 + 5).map(([error, value]) => {
+      const slice = (results ?? []).slice(index * 9, index * 9 + 9).map(([error, value]) => {
         if (error) throw error;
         return value;
       });
-      const hash = slice[0] as Record<string, string>;
-      if (!hash || Object.keys(hash).length === 0) return parseTombstone(slice[4]);
-      return toStatusView(id, {
-        hash,
-        completed: slice[1] !== null,
-        failed: slice[2] !== null,
-        locked: slice[3] === 1,
-        progressFields: (progress[index] as Array<[string, string[]]>)[0]?.[1],
-      });
+      const progressFields = (progress[index] as Array<[string, string[]]>)[0]?.[1];
+      const hash = slice[0] as Record<string, string> | null;
+      const batchHash = slice[5] as Record<string, string> | null;
+      if (hash && Object.keys(hash).length > 0) {
+        return toStatusView(id, { hash, batch: false, completed: slice[1] !== null, failed: slice[2] !== null, locked: slice[3] === 1, progressFields });
+      }
+      if (batchHash && Object.keys(batchHash).length > 0) {
+        return toStatusView(id, { hash: batchHash, batch: true, completed: slice[6] !== null, failed: slice[7] !== null, locked: slice[8] === 1, progressFields });
+      }
+      return parseTombstone(slice[4]);
     });
   };
 
@@ -265,6 +314,26 @@ export function createJobStore(options: JobStoreOptions): JobStore {
 
     get,
 
+    async submitBatch(builds, submitOptions = {}) {
+      const jobId = uuidv7();
+      const data: BatchData = {
+        kind: 'batch',
+        builds,
+        skip_existing: submitOptions.skipExisting ?? true,
+        artifacts: submitOptions.artifacts ?? [],
+        accepted_at: new Date().toISOString(),
+      };
+      await redis.zadd(keys.jobIndex, 0, jobId);
+      await options.batchQueue.add('batch', data, {
+        jobId,
+        attempts: options.attempts,
+        backoff: { type: 'exponential', delay: 5_000 },
+        removeOnComplete: { age: options.jobTtlSeconds },
+        removeOnFail: { age: options.jobTtlSeconds },
+      });
+      return jobId;
+    },
+
     async list({ status, release, limit, cursor }) {
       // Job ids are UUIDv7: their text order is their time order, so the index is a sorted set
       // with every score 0, read newest first by lexical range.
@@ -313,8 +382,12 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       if (view.status === 'pending' || view.status === 'running') {
         throw new ConflictError(`Job ${jobId} is ${view.status}; only a finished job can be removed`);
       }
-      const removed = (await queue.remove(jobId)) + (await redis.del(keys.tombstone(jobId)));
+      const owner = view.kind === 'batch' ? options.batchQueue : queue;
+      const removed = (await owner.remove(jobId)) + (await redis.del(keys.tombstone(jobId)));
       if (removed === 0) throw new ConflictError(`Job ${jobId} is being worked on; try again when it has finished`);
+      // A batch takes its module jobs and their logs with it.
+      const children = (view.modules ?? []).map((module) => module.job_id).filter((id): id is string => id !== null);
+      await Promise.all(children.map(async (childId) => Promise.all([queue.remove(childId).catch(() => 0), jobLog.remove(childId)])));
       await Promise.all([jobLog.remove(jobId), redis.zrem(keys.jobIndex, jobId), redis.del(keys.cancelRequest(jobId))]);
     },
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { isUnderBase, parseBuildUrl, releaseFromJobUrl } from '../shared/jenkins-url.js';
-import { JOB_STATUSES, ReleaseSchema } from '../shared/job-contract.js';
+import { JOB_STATUSES, ReleaseSchema, type BatchItem } from '../shared/job-contract.js';
 import { ValidationError } from '../shared/errors.js';
 
 /** Body of `POST /api/v1/jenkins/download`. Unknown fields are refused. */
@@ -9,6 +9,25 @@ export const SubmitBodySchema = z.strictObject({
   release: z.string().optional(),
   skip_existing: z.boolean().default(true),
   artifacts: z.array(z.string().min(1).max(512)).max(100).optional(),
+});
+
+const text = (max: number) => z.string().max(max);
+
+/** One build of `POST /api/v1/jenkins/download-selected`: the fields the tracker's front end sends, no others. */
+export const BatchItemBodySchema = z.strictObject({
+  key: text(200).min(1),
+  release: ReleaseSchema,
+  release_id: z.union([z.number().int(), text(64)]).nullable().optional(),
+  build_number: z.union([z.number().int().nonnegative(), text(64)]).nullable().optional(),
+  build_url: text(2_048).min(1),
+  jenkins_job_url: text(2_048).nullable().optional(),
+  display_name: text(500).nullable().optional(),
+  environment: text(200).nullable().optional(),
+});
+
+/** Body of `POST /api/v1/jenkins/download-selected`: 1 to 100 builds. */
+export const BatchBodySchema = z.strictObject({
+  jobs: z.array(BatchItemBodySchema).min(1).max(100),
 });
 
 export const ListQuerySchema = z.strictObject({
@@ -52,6 +71,36 @@ export interface ValidatedSubmission {
   release: string;
   skip_existing: boolean;
   artifacts: string[];
+}
+
+/** The reason `value` cannot be a build URL ferry may fetch, or null when it can. */
+function buildUrlProblem(field: string, value: string, jenkinsUrl: string): string | null {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return `${field}: must be an absolute http(s) URL`;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return `${field}: must be an http(s) URL`;
+  if (url.username || url.password) return `${field}: must not contain credentials`;
+  if (!isUnderBase(url, jenkinsUrl)) return `${field}: must be on the configured Jenkins (${jenkinsUrl})`;
+  if (!parseBuildUrl(url.toString())) return `${field}: must name a build, like <jenkins>/job/<name>/<number>/`;
+  return null;
+}
+
+/** A validated "download selected" batch: each `build_url` on JENKINS_URL, without query or fragment. */
+export function validateBatch(body: unknown, jenkinsUrl: string): BatchItem[] {
+  const parsed = parseOrThrow(BatchBodySchema, body ?? {}, 'request body');
+  const problems = parsed.jobs
+    .map((item, index) => buildUrlProblem(`jobs.${index}.build_url`, item.build_url, jenkinsUrl))
+    .filter((problem): problem is string => problem !== null);
+  if (problems.length > 0) throw new ValidationError(`Invalid request body: ${problems.join('; ')}`, problems);
+  return parsed.jobs.map((item) => {
+    const url = new URL(item.build_url);
+    url.hash = '';
+    url.search = '';
+    return { ...item, build_url: url.toString() };
+  });
 }
 
 /**

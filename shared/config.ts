@@ -92,6 +92,10 @@ const ConfigSchema = z
     JENKINS_TLS_INSECURE: z.preprocess(emptyAsUndefined, booleanString(false)),
     /** Largest artifact accepted, in bytes; a larger one fails the job before anything is written. */
     MAX_ARTIFACT_BYTES: z.preprocess(emptyAsUndefined, positiveInt(20 * 1024 ** 3)),
+    /** Module jobs of one batch pending or running at once, across the whole fleet. */
+    BATCH_PARALLELISM: z.preprocess(emptyAsUndefined, positiveInt(5)),
+    /** Batches one worker process coordinates at once (a coordinator mostly waits; it holds no download slot). */
+    BATCH_COORDINATORS: z.preprocess(emptyAsUndefined, positiveInt(10)),
     /** Serve the Bull Board dashboard at /admin/queues. */
     DASHBOARD_ENABLED: z.preprocess(emptyAsUndefined, booleanString(true)),
   })
@@ -117,6 +121,7 @@ const ConfigSchema = z
     jobAttempts: env.JOB_ATTEMPTS,
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     dashboardEnabled: env.DASHBOARD_ENABLED,
+    batch: { parallelism: env.BATCH_PARALLELISM, coordinators: env.BATCH_COORDINATORS },
     transfer: {
       retries: env.DOWNLOAD_RETRIES,
       minSpeedBytes: env.MIN_SPEED_BYTES,

@@ -21,8 +21,71 @@ export const JobDataSchema = z.object({
   artifacts: z.array(z.string()),
   /** Acceptance time, ISO 8601 UTC. */
   accepted_at: z.string(),
+  /**
+   * Set on a batch's module job: `job_url` is that module's build, downloaded as this one module
+   * (its build_map.json, if any, is not followed again).
+   */
+  module: z.string().optional(),
+  /** Set on a batch's module job: the batch, and this module's place among all of its modules. */
+  batch: z
+    .object({ id: z.string(), index: z.number().int().nonnegative(), total: z.number().int().positive(), build_url: z.string() })
+    .optional(),
 });
 export type JobData = z.infer<typeof JobDataSchema>;
+
+/** One build of a batch, as the tracker's front end sends it ("download selected"). */
+export const BatchItemSchema = z.object({
+  key: z.string(),
+  release: ReleaseSchema,
+  release_id: z.union([z.number(), z.string()]).nullable().optional(),
+  build_number: z.union([z.number(), z.string()]).nullable().optional(),
+  build_url: z.string().url(),
+  jenkins_job_url: z.string().nullable().optional(),
+  display_name: z.string().nullable().optional(),
+  environment: z.string().nullable().optional(),
+});
+export type BatchItem = z.infer<typeof BatchItemSchema>;
+
+/** One module of a batch, found by reading each build's build_map.json. */
+export const BatchModuleSchema = z.object({
+  /** Module name (folder), or the build's job name when its planning failed. */
+  module: z.string(),
+  /** The module's own build (what its child job downloads). */
+  module_url: z.string(),
+  /** The batch build it came from. */
+  build_url: z.string(),
+  release: ReleaseSchema,
+  /** Set when the build could not be planned: no child job runs for this entry. */
+  error: z.string().optional(),
+});
+export type BatchModule = z.infer<typeof BatchModuleSchema>;
+
+/** A batch job (queue `batches`): a coordinator adds one child job per module as slots free up. */
+export const BatchDataSchema = z.object({
+  kind: z.literal('batch'),
+  builds: z.array(BatchItemSchema).min(1),
+  skip_existing: z.boolean(),
+  artifacts: z.array(z.string()),
+  accepted_at: z.string(),
+  /** Written once by the coordinator when planned, so a coordinator that takes over keeps `[i/n]`. */
+  plan: z.array(BatchModuleSchema).optional(),
+});
+export type BatchData = z.infer<typeof BatchDataSchema>;
+
+export const CHILD_STATUSES = ['waiting', 'pending', 'running', 'completed', 'failed', 'cancelled'] as const;
+
+/** The state of one module of a batch, kept in the batch job's progress and result. */
+export const BatchChildSchema = z.object({
+  index: z.number().int().nonnegative(),
+  module: z.string(),
+  build_url: z.string(),
+  /** The child job's id, once it was added (null: not started, or planning failed). */
+  job_id: z.string().nullable(),
+  /** `waiting`: not added yet (BATCH_PARALLELISM), then as a job's status. */
+  status: z.enum(CHILD_STATUSES),
+  error: z.string().nullable(),
+});
+export type BatchChild = z.infer<typeof BatchChildSchema>;
 
 export const ProgressSchema = z.object({
   modules_done: z.number().int().nonnegative(),
@@ -54,7 +117,16 @@ export type FileRecord = z.infer<typeof FileRecordSchema>;
 export const JobResultSchema = z.object({
   files: z.array(FileRecordSchema),
   progress: ProgressSchema,
+  /** Batches only: every module's outcome. */
+  children: z.array(BatchChildSchema).optional(),
 });
+
+/** What a batch coordinator stores as its BullMQ job progress while it runs. */
+export const BatchProgressSchema = z.object({
+  progress: ProgressSchema,
+  children: z.array(BatchChildSchema),
+});
+export type BatchProgress = z.infer<typeof BatchProgressSchema>;
 export type JobResult = z.infer<typeof JobResultSchema>;
 
 export const JOB_STATUSES = ['pending', 'running', 'completed', 'failed', 'cancelled'] as const;

@@ -5,6 +5,19 @@
  * reads a few of them directly so that a status read is O(1) whatever the queue depth.
  */
 export const QUEUE_NAME = 'downloads';
+/** Batch coordinators have their own queue, so a coordinator never takes a download slot. */
+export const BATCH_QUEUE_SUFFIX = 'batches';
+
+/** BullMQ's keys of one queue that ferry reads directly. */
+export interface BullKeys {
+  readonly queueName: string;
+  /** The job hash. */
+  job(jobId: string): string;
+  /** The job lock: present exactly while a worker holds the job. */
+  lock(jobId: string): string;
+  readonly completed: string;
+  readonly failed: string;
+}
 
 export interface Keys {
   readonly queuePrefix: string;
@@ -41,6 +54,19 @@ export interface Keys {
   dedup(fingerprint: string): string;
   /** A stored `Idempotency-Key` answer (or its in-progress marker); `digest` is sha256 hex of scope and key. */
   idempotency(digest: string): string;
+  /** The batch coordinators' queue (same prefix, so the same hash slot in Redis Cluster). */
+  readonly batches: BullKeys;
+}
+
+function bullKeys(queuePrefix: string, queueName: string): BullKeys {
+  const bull = `${queuePrefix}:${queueName}`;
+  return {
+    queueName,
+    job: (jobId) => `${bull}:${jobId}`,
+    lock: (jobId) => `${bull}:${jobId}:lock`,
+    completed: `${bull}:completed`,
+    failed: `${bull}:failed`,
+  };
 }
 
 export function createKeys(queuePrefix: string, queueName: string = QUEUE_NAME): Keys {
@@ -61,5 +87,6 @@ export function createKeys(queuePrefix: string, queueName: string = QUEUE_NAME):
     bullFailed: `${bull}:failed`,
     dedup: (fingerprint) => `ferry:dedup:${bull}:${fingerprint}`,
     idempotency: (digest) => `ferry:idempotency:${bull}:${digest}`,
+    batches: bullKeys(queuePrefix, `${queueName}-${BATCH_QUEUE_SUFFIX}`),
   };
 }

@@ -78,6 +78,17 @@ export interface PlanRequest {
   readonly downloadDir: string;
   readonly signal: AbortSignal;
   readonly log: (message: string) => Promise<unknown>;
+  /**
+   * A batch's module job: `jobUrl` is the module's own build, downloaded as this one module under
+   * this name, without following a build_map.json again.
+   */
+  readonly moduleName?: string | undefined;
+}
+
+/** One module build named by a build (its build_map.json, or the build itself). */
+export interface ModuleRef {
+  readonly name: string;
+  readonly buildUrl: string;
 }
 
 async function getBuildInfo(jenkins: JenkinsClient, buildUrl: string, signal: AbortSignal): Promise<BuildInfo> {
@@ -92,27 +103,52 @@ async function getBuildInfo(jenkins: JenkinsClient, buildUrl: string, signal: Ab
  * fan-out (or the build alone as one module), the include globs, and the target paths, each proven
  * to stay inside DOWNLOAD_DIR. A path that would leave it fails the job with nothing written.
  */
-export async function planBuild(jenkins: JenkinsClient, request: PlanRequest): Promise<PlannedModule[]> {
-  const location = parseBuildUrl(request.jobUrl);
-  if (!location) throw new UnrecoverableError(`Not a Jenkins build URL: ${request.jobUrl}`);
-  const info = await getBuildInfo(jenkins, location.buildUrl, request.signal);
+/** The build's modules: one per build_map.json entry, or the build itself; `info` is the build's. */
+async function resolveModules(
+  jenkins: JenkinsClient,
+  jobUrl: string,
+  signal: AbortSignal,
+  log: (message: string) => Promise<unknown>,
+): Promise<{ info: BuildInfo; modules: ModuleRef[]; mapped: boolean }> {
+  const location = parseBuildUrl(jobUrl);
+  if (!location) throw new UnrecoverableError(`Not a Jenkins build URL: ${jobUrl}`);
+  const info = await getBuildInfo(jenkins, location.buildUrl, signal);
   const buildMap = info.artifacts.find((artifact) => artifact.relativePath === 'build_map.json')
     ?? info.artifacts.find((artifact) => artifact.fileName === 'build_map.json');
-
-  const sources: Array<{ name: string; buildUrl: string; info: BuildInfo }> = [];
-  if (buildMap) {
-    const raw = await jenkins.getJson(artifactUrl(location.buildUrl, buildMap.relativePath), request.signal);
-    const parsed = BuildMapSchema.safeParse(raw);
-    if (!parsed.success) throw new UnrecoverableError(`build_map.json of ${location.buildUrl} is not a map of job keys to build numbers`);
-    const entries = Object.entries(parsed.data);
-    await request.log(`build_map.json lists ${entries.length} module build(s)`);
-    for (const [key, build] of entries) {
-      const buildUrl = moduleBuildUrl(location.folderUrl, key, build);
-      sources.push({ name: moduleName(key), buildUrl, info: await getBuildInfo(jenkins, buildUrl, request.signal) });
-    }
-  } else {
+  if (!buildMap) {
     const buildUrl = `${location.folderUrl}job/${encodeURIComponent(location.jobName)}/${info.number}/`;
-    sources.push({ name: moduleName(location.jobName), buildUrl, info });
+    return { info, modules: [{ name: moduleName(location.jobName), buildUrl }], mapped: false };
+  }
+  const raw = await jenkins.getJson(artifactUrl(location.buildUrl, buildMap.relativePath), signal);
+  const parsed = BuildMapSchema.safeParse(raw);
+  if (!parsed.success) throw new UnrecoverableError(`build_map.json of ${location.buildUrl} is not a map of job keys to build numbers`);
+  const entries = Object.entries(parsed.data);
+  await log(`build_map.json lists ${entries.length} module build(s)`);
+  return { info, modules: entries.map(([key, build]) => ({ name: moduleName(key), buildUrl: moduleBuildUrl(location.folderUrl, key, build) })), mapped: true };
+}
+
+/** A batch's view of one build: its modules, without listing their artifacts (each child does). */
+export async function listModules(
+  jenkins: JenkinsClient,
+  jobUrl: string,
+  signal: AbortSignal,
+  log: (message: string) => Promise<unknown>,
+): Promise<ModuleRef[]> {
+  return (await resolveModules(jenkins, jobUrl, signal, log)).modules;
+}
+
+export async function planBuild(jenkins: JenkinsClient, request: PlanRequest): Promise<PlannedModule[]> {
+  const sources: Array<{ name: string; buildUrl: string; info: BuildInfo }> = [];
+  if (request.moduleName !== undefined) {
+    const location = parseBuildUrl(request.jobUrl);
+    if (!location) throw new UnrecoverableError(`Not a Jenkins build URL: ${request.jobUrl}`);
+    sources.push({ name: request.moduleName, buildUrl: location.buildUrl, info: await getBuildInfo(jenkins, location.buildUrl, request.signal) });
+  } else {
+    const resolved = await resolveModules(jenkins, request.jobUrl, request.signal, request.log);
+    for (const module of resolved.modules) {
+      const info = resolved.mapped ? await getBuildInfo(jenkins, module.buildUrl, request.signal) : resolved.info;
+      sources.push({ ...module, info });
+    }
   }
 
   const matches = request.include.length > 0 ? picomatch([...request.include], { dot: true }) : () => true;

@@ -1,11 +1,12 @@
-import type { Worker } from 'bullmq';
+import { Queue, type Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../shared/config.js';
-import type { JobData, JobResult } from '../shared/job-contract.js';
+import type { BatchData, JobData, JobResult } from '../shared/job-contract.js';
 import { createJobLog } from '../shared/job-log.js';
 import { publishProgress } from '../shared/job-progress.js';
 import { createKeys } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
+import { createBatchCoordinator } from './batch-coordinator.js';
 import { createDownloadProcessor } from './download-processor.js';
 import { createDownloadWorker } from './download-worker.js';
 import { createFolderLock } from './folder-lock.js';
@@ -18,12 +19,24 @@ export interface WorkerRuntimeOptions {
   readonly redis: Redis;
   /** Milliseconds between progress snapshots (default 500). */
   readonly progressIntervalMs?: number;
+  /** Milliseconds between a batch coordinator's looks at its module jobs (default 250). */
+  readonly batchPollMs?: number;
   /** First retry backoff in milliseconds (default 500; tests shorten it). */
   readonly retryBaseDelayMs?: number;
 }
 
-/** Wires a download worker from its connection: everything but signals and process exit. */
-export function createWorkerRuntime(options: WorkerRuntimeOptions): Worker<JobData, JobResult> {
+/** A worker process's BullMQ workers: module and single downloads, and batch coordinators. */
+export interface WorkerRuntime {
+  readonly downloads: Worker<JobData, JobResult>;
+  readonly batches: Worker<BatchData, JobResult>;
+  /** Starts taking jobs; resolves when both workers have stopped. */
+  run(): Promise<void>;
+  /** Stops taking jobs and waits for running ones (coordinators first: they add download jobs). */
+  close(): Promise<void>;
+}
+
+/** Wires a worker process from its connection: everything but signals and process exit. */
+export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntime {
   const { config, logger, redis } = options;
   const keys = createKeys(config.queuePrefix);
   const jobLog = createJobLog({ redis, keys, maxLines: config.maxLogLines, ttlSeconds: config.logTtlSeconds });
@@ -55,7 +68,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): Worker<JobDa
       await Promise.all([publishProgress(redis, keys, job.id as string, progress), job.updateProgress(progress)]);
     },
   });
-  return createDownloadWorker({
+  const downloads = createDownloadWorker({
     redis,
     keys,
     processor,
@@ -64,4 +77,40 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): Worker<JobDa
     concurrency: config.workerConcurrency,
     lockDurationMs: config.jobLockMs,
   });
+  const downloadQueue = new Queue<JobData, JobResult>(keys.queueName, { connection: redis, prefix: keys.queuePrefix });
+  downloadQueue.on('error', (error) => logger.warn('queue error', { error: error.message }));
+  const batches = createDownloadWorker<BatchData>({
+    redis,
+    keys,
+    processor: createBatchCoordinator({
+      redis,
+      keys,
+      jenkins,
+      jobLog,
+      logger,
+      downloads: downloadQueue,
+      parallelism: config.batch.parallelism,
+      attempts: config.jobAttempts,
+      jobTtlSeconds: config.jobTtlSeconds,
+      isCancelRequested: async (jobId) => (await redis.exists(keys.cancelRequest(jobId))) === 1,
+      ...(options.batchPollMs !== undefined ? { pollMs: options.batchPollMs } : {}),
+    }),
+    queue: { name: keys.batches.queueName, failedKey: keys.batches.failed },
+    jobLog,
+    logger,
+    concurrency: config.batch.coordinators,
+    lockDurationMs: config.jobLockMs,
+  });
+  return {
+    downloads,
+    batches,
+    async run() {
+      await Promise.all([downloads.run(), batches.run()]);
+    },
+    async close() {
+      await batches.close();
+      await downloads.close();
+      await downloadQueue.close();
+    },
+  };
 }

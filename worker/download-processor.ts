@@ -31,6 +31,8 @@ export interface DownloadProcessorOptions {
   readonly progressIntervalMs?: number;
 }
 
+type Log = (message: string) => Promise<unknown>;
+
 export type DownloadProcessor = (job: Job<JobData, JobResult>, token?: string, signal?: AbortSignal) => Promise<JobResult>;
 
 /** Removes a job's partial files (and their .json records) for every planned file. */
@@ -51,7 +53,7 @@ function withContext(prefix: string, error: unknown): Error {
 export function createDownloadProcessor(options: DownloadProcessorOptions): DownloadProcessor {
   const { jenkins, jobLog, logger, downloadDir, folderLock } = options;
 
-  const downloadFile = async (job: Job, module: PlannedModule, file: PlannedFile, prefix: string, progress: ProgressReporter, signal: AbortSignal) => {
+  const downloadFile = async (job: Job, module: PlannedModule, file: PlannedFile, prefix: string, progress: ProgressReporter, signal: AbortSignal, log: Log) => {
     const jobId = job.id as string;
     let announced = false;
     let countedBytes = 0;
@@ -72,15 +74,15 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
             countedTotal = total;
           }
           const size = total === undefined ? 'size unknown' : formatBytes(total);
-          if (!announced) void jobLog.append(jobId, `${prefix} ${module.name}: ${file.relativePath} (${size})`);
-          else if (resumedFrom > 0) void jobLog.append(jobId, `${prefix} ${module.name}: ${file.relativePath}: resuming at ${formatBytes(resumedFrom)}`);
+          if (!announced) void log(`${prefix} ${module.name}: ${file.relativePath} (${size})`);
+          else if (resumedFrom > 0) void log(`${prefix} ${module.name}: ${file.relativePath}: resuming at ${formatBytes(resumedFrom)}`);
           announced = true;
         },
         onProgress: (bytes) => {
           progress.update({ bytes_done: bytes - countedBytes });
           countedBytes = bytes;
         },
-        onNote: (message) => void jobLog.append(jobId, `${prefix} ${module.name}: ${file.relativePath}: ${message}`),
+        onNote: (message) => void log(`${prefix} ${module.name}: ${file.relativePath}: ${message}`),
       });
     } catch (error) {
       throw withContext(`${prefix} ${module.name}: ${file.relativePath}`, error);
@@ -93,10 +95,11 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
     prefix: string,
     progress: ProgressReporter,
     signal: AbortSignal,
+    log: Log,
   ): Promise<FileRecord[]> => {
     // Files of a module download in parallel; the client's connection cap keeps Jenkins safe.
     const results = await mapWithConcurrency(module.files, options.transfer.maxConnections, async (file) => {
-      const result = await downloadFile(job, module, file, prefix, progress, signal);
+      const result = await downloadFile(job, module, file, prefix, progress, signal, log);
       progress.update({ files_done: 1 });
       return result;
     });
@@ -121,7 +124,18 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
     const parsed = JobDataSchema.safeParse(job.data);
     if (!parsed.success) throw new UnrecoverableError(`Job data is invalid: ${parsed.error.issues[0]?.message ?? 'unknown'}`);
     const data = parsed.data;
-    const log = (message: string) => jobLog.append(jobId, message);
+    const batch = data.batch;
+    // A batch's module job also writes every line to the batch's log, numbered over the batch.
+    const batchPrefix = batch ? `[${batch.index + 1}/${batch.total}]` : '';
+    const log: Log = batch
+      ? (message) =>
+          Promise.all([
+            jobLog.append(jobId, message),
+            jobLog.append(batch.id, message.startsWith(batchPrefix) ? message : `${batchPrefix} ${data.module ?? 'module'}: ${message}`),
+          ])
+      : (message) => jobLog.append(jobId, message);
+    const cancelRequested = async () =>
+      (await options.isCancelRequested(jobId)) || (batch !== undefined && (await options.isCancelRequested(batch.id)));
     const progress = createProgressReporter(
       (snapshot) => options.publishProgress(job, snapshot),
       options.progressIntervalMs ?? 500,
@@ -129,7 +143,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
     );
 
     await jobLog.keep(jobId);
-    if (await options.isCancelRequested(jobId)) throw new UnrecoverableError(`${CANCELLED_PREFIX} before it started`);
+    if (await cancelRequested()) throw new UnrecoverableError(`${CANCELLED_PREFIX} before it started`);
     let planned: PlannedModule[] = [];
     await log(`Attempt ${job.attemptsStarted}: downloading ${data.job_url} for release ${data.release}`);
     try {
@@ -142,6 +156,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
           downloadDir,
           signal,
           log,
+          moduleName: data.module,
         });
       } catch (error) {
         throw withContext('Planning failed', error);
@@ -153,9 +168,9 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       planned = modules;
       const files: FileRecord[] = [];
       for (const [index, module] of modules.entries()) {
-        const prefix = `[${index + 1}/${total}]`;
+        const prefix = batch ? batchPrefix : `[${index + 1}/${total}]`;
         // Pub/sub is fire-and-forget: the marker also stops a job whose worker missed the message.
-        if (await options.isCancelRequested(jobId)) throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
+        if (await cancelRequested()) throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
         await log(`${prefix} ${module.name}: build #${module.build}, ${module.files.length} artifact(s)`);
         // One writer per folder: overlapping build maps or a second submit wait for the first.
         await folderLock.withLock(module.relativeDir, jobId, signal, (holder) => {
@@ -170,7 +185,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
             files.push(...existing.files.map(({ path, size, sha256 }) => ({ path: `${module.relativeDir}/${path}`, size, sha256 })));
             await log(`${prefix} ${module.name}: already downloaded and verified, skipped`);
           } else {
-            files.push(...(await downloadModule(job, module, prefix, progress, signal)));
+            files.push(...(await downloadModule(job, module, prefix, progress, signal, log)));
             await log(`${prefix} ${module.name}: done`);
           }
         });

@@ -4,12 +4,14 @@ import { CANCELLED_PREFIX, isCancelReason, type JobData, type JobResult } from '
 import type { JobLog } from '../shared/job-log.js';
 import type { Keys } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
-import type { DownloadProcessor } from './download-processor.js';
 
-export interface DownloadWorkerOptions {
+export interface DownloadWorkerOptions<Data> {
   readonly redis: Redis;
   readonly keys: Keys;
-  readonly processor: DownloadProcessor;
+  /** Declare three parameters: BullMQ passes the AbortSignal only to processors of length 3. */
+  readonly processor: (job: Job<Data, JobResult>, token?: string, signal?: AbortSignal) => Promise<JobResult>;
+  /** The queue and its BullMQ failed set (default: the downloads queue). */
+  readonly queue?: { readonly name: string; readonly failedKey: string };
   readonly jobLog: JobLog;
   readonly logger: Logger;
   /** Jobs run at once by this process (WORKER_CONCURRENCY). */
@@ -22,9 +24,10 @@ export interface DownloadWorkerOptions {
  * A BullMQ worker that runs download jobs and writes the end of each job's log once BullMQ has
  * recorded the outcome, so a reader that sees the end entry also sees the final status.
  */
-export function createDownloadWorker(options: DownloadWorkerOptions): Worker<JobData, JobResult> {
+export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOptions<Data>): Worker<Data, JobResult> {
   const { redis, keys, jobLog, logger } = options;
-  const worker = new Worker<JobData, JobResult>(keys.queueName, options.processor, {
+  const queue = options.queue ?? { name: keys.queueName, failedKey: keys.bullFailed };
+  const worker = new Worker<Data, JobResult>(queue.name, options.processor, {
     connection: redis,
     prefix: keys.queuePrefix,
     concurrency: options.concurrency,
@@ -47,7 +50,7 @@ export function createDownloadWorker(options: DownloadWorkerOptions): Worker<Job
     const jobId = job.id;
     safely('failure', job, async () => {
       // BullMQ has already moved the job: in the failed set means no attempt is left.
-      const final = (await redis.zscore(keys.bullFailed, jobId)) !== null;
+      const final = (await redis.zscore(queue.failedKey, jobId)) !== null;
       logger.warn(final ? 'job failed' : 'job attempt failed; will retry', { job_id: jobId, error: error.message });
       const cancelled = isCancelReason(error.message);
       const line = cancelled ? `Job cancelled` : `Attempt ${job.attemptsStarted} failed: ${error.message}`;

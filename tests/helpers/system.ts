@@ -4,14 +4,13 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import type { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { createApi, type Api } from '../../api/create-api.js';
 import { loadConfig, type Config } from '../../shared/config.js';
 import { createLogger } from '../../shared/logger.js';
 import { createRedis, waitForRedis } from '../../shared/redis.js';
-import { createWorkerRuntime } from '../../worker/create-worker-runtime.js';
+import { createWorkerRuntime, type WorkerRuntime } from '../../worker/create-worker-runtime.js';
 
 export interface TestSystem {
   readonly config: Config;
@@ -20,7 +19,7 @@ export interface TestSystem {
   readonly redis: Redis;
   readonly downloadDir: string;
   /** Starts an in-process worker (none runs until this is called). */
-  startWorker(): Promise<Worker>;
+  startWorker(): Promise<WorkerRuntime>;
   stop(): Promise<void>;
 }
 
@@ -51,7 +50,7 @@ export async function startSystem(jenkinsUrl: string, extra: Record<string, stri
   const server: Server = api.app.listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const { port } = server.address() as AddressInfo;
-  const workers: Array<{ worker: Worker; redis: Redis }> = [];
+  const workers: Array<{ worker: WorkerRuntime; redis: Redis }> = [];
 
   return {
     config,
@@ -61,7 +60,7 @@ export async function startSystem(jenkinsUrl: string, extra: Record<string, stri
     downloadDir,
     async startWorker() {
       const workerRedis = createRedis(config.redisUrl, 'worker', logger, 'test-worker');
-      const worker = createWorkerRuntime({ config, logger, redis: workerRedis, progressIntervalMs: 50, retryBaseDelayMs: 50 });
+      const worker = createWorkerRuntime({ config, logger, redis: workerRedis, progressIntervalMs: 50, retryBaseDelayMs: 50, batchPollMs: 50 });
       void worker.run();
       workers.push({ worker, redis: workerRedis });
       return worker;
