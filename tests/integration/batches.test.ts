@@ -147,6 +147,14 @@ describe('batches ("download selected"): module jobs spread over two workers, BA
     }
     expect(readers[0]?.events.map((event) => event.data)).toEqual(readers[1]?.events.map((event) => event.data));
 
+    // The JSON log pages take a batch id like any job id.
+    const page = await getJson(`${base()}/download/${id}/logs?limit=1000`);
+    expect(page.status).toBe(200);
+    expect(page.body.done).toBe(true);
+    expect((page.body.lines as Array<{ message: string }>).map((line) => line.message)).toEqual(
+      expect.arrayContaining(['[1/6] mod_a: module completed', '[4/6] nightly_run: module completed']),
+    );
+
     // A module job is a job like any other: its own status names its batch.
     const child = await status(childJobId(id, 0));
     expect(child).toMatchObject({ kind: 'download', status: 'completed', batch_id: id, release: '9.1' });
