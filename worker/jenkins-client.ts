@@ -65,6 +65,34 @@ export interface JenkinsClient {
 const MAX_REDIRECTS = 5;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
+/**
+ * Error codes Node gives a failed TLS certificate check (OpenSSL's X509_V_ERR names, and the host
+ * name check). Trying again cannot change the answer: the trust settings or the certificate must.
+ */
+const TLS_CERTIFICATE_ERRORS = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_CHAIN_TOO_LONG',
+  'CERT_REVOKED',
+  'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED',
+  'INVALID_PURPOSE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
 /** A URL without its query string or credentials, for messages (pre-signed URLs carry secrets). */
 export function displayUrl(url: string): string {
   const parsed = new URL(url);
@@ -99,9 +127,17 @@ export function createJenkinsClient(options: JenkinsClientOptions): JenkinsClien
       const isHttps = target.protocol === 'https:';
       const req = (isHttps ? https : http).get(target, { headers: allHeaders, signal, agent: isHttps ? agents.https : agents.http }, resolve);
       req.setTimeout(idleTimeoutMs, () => req.destroy(new Error(`no answer for ${idleTimeoutMs} ms`)));
-      req.on('error', (error) => {
+      req.on('error', (error: NodeJS.ErrnoException) => {
         if (signal.aborted) reject(signal.reason);
-        else reject(new RetryableError('JENKINS_NETWORK_ERROR', `Request to ${displayUrl(url)} failed: ${error.message}`, { cause: error }));
+        else if (error.code !== undefined && TLS_CERTIFICATE_ERRORS.has(error.code)) {
+          // Not retried: the same certificate meets the same trust settings on every try.
+          reject(
+            new UnrecoverableError(
+              `TLS certificate of ${target.origin} not accepted: ${error.message} (${error.code}); ` +
+                'for a private CA, set JENKINS_CA_FILE to its PEM file',
+            ),
+          );
+        } else reject(new RetryableError('JENKINS_NETWORK_ERROR', `Request to ${displayUrl(url)} failed: ${error.message}`, { cause: error }));
       });
     });
 

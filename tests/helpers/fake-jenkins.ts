@@ -1,7 +1,8 @@
 /**
  * A fake Jenkins HTTP server for tests: build JSON (`api/json`), fingerprints,
  * permalinks, folder jobs, Basic auth, and artifact downloads with Range, HEAD,
- * throttling and forced error statuses. Listens on 127.0.0.1 on a random port.
+ * throttling and forced error statuses. Listens on 127.0.0.1 on a random port, over HTTP, or over
+ * HTTPS when given a key and certificate ({@link FakeJenkinsOptions.tls}).
  *
  * Generated artifacts (`size` instead of `content`) are produced on the fly from
  * an AES-256-CTR keystream (key = sha256 of job path, build number and relative
@@ -15,7 +16,8 @@
 import { createCipheriv, createHash, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, RequestListener, Server as HttpServer, ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -49,6 +51,11 @@ export interface FakeJenkinsOptions {
   /** When both are set, every request needs HTTP Basic `user:token`, otherwise 401. */
   user?: string;
   token?: string;
+  /**
+   * Serve HTTPS with this PEM key and certificate (both servers: Jenkins and its storage origin), so
+   * `url`, `origin` and `storageOrigin` start with 'https://'. Default: plain HTTP.
+   */
+  tls?: { key: string | Buffer; cert: string | Buffer };
 }
 
 /** One request as seen by the fake server (or by its storage server). */
@@ -93,9 +100,9 @@ export type FakeFault =
   | { kind: 'short-body'; times?: number };
 
 export interface FakeJenkins {
-  /** 'http://127.0.0.1:<port>/' (trailing slash). */
+  /** 'http://127.0.0.1:<port>/' (trailing slash; 'https://' with the `tls` option). */
   readonly url: string;
-  /** 'http://127.0.0.1:<port>'. */
+  /** 'http://127.0.0.1:<port>' ('https://' with the `tls` option). */
   readonly origin: string;
   /** Every request received, in order. */
   readonly requests: RecordedRequest[];
@@ -424,11 +431,18 @@ async function serveArtifact(
   else res.end();
 }
 
-/** Listens on 127.0.0.1 with a random free port and returns 'http://127.0.0.1:<port>'. */
-async function listen(server: Server): Promise<string> {
+type Server = HttpServer | HttpsServer;
+
+/** An HTTP server, or an HTTPS one when given a key and certificate. */
+function createFakeServer(tls: FakeJenkinsOptions['tls'], listener: RequestListener): Server {
+  return tls ? createHttpsServer({ key: tls.key, cert: tls.cert }, listener) : createServer(listener);
+}
+
+/** Listens on 127.0.0.1 with a random free port and returns '<scheme>://127.0.0.1:<port>'. */
+async function listen(server: Server, scheme: 'http' | 'https'): Promise<string> {
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return `${scheme}://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
 /** Closes a server and destroys its open connections (idempotent). */
@@ -455,13 +469,14 @@ export async function startFakeJenkins(options: FakeJenkinsOptions = {}): Promis
       : undefined;
   const globalRate = (): number | undefined => throttle;
 
-  const server = createServer((req, res) => {
+  const server = createFakeServer(options.tls, (req, res) => {
     handle(req, res).catch(() => res.destroy());
   });
-  const storage = createServer((req, res) => {
+  const storage = createFakeServer(options.tls, (req, res) => {
     handleStorage(req, res).catch(() => res.destroy());
   });
-  const [origin, storageOrigin] = await Promise.all([listen(server), listen(storage)]);
+  const scheme = options.tls ? 'https' : 'http';
+  const [origin, storageOrigin] = await Promise.all([listen(server, scheme), listen(storage, scheme)]);
 
   const buildUrl = (job: Job, number: number): string =>
     `${origin}/${job.path.map((name) => `job/${encodeURIComponent(name)}/`).join('')}${number}/`;

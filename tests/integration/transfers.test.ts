@@ -135,16 +135,38 @@ describe('downloads that survive a real Jenkins (faults switched on in the fake 
   });
 
   it('an artifact changed between tries (new Last-Modified) restarts from zero', async () => {
-    const url = build([{ relativePath: 'big/changed.bin', size: 200_000 }]);
-    jenkins.setFault('big/changed.bin', { kind: 'drop-after', bytes: 80_000, times: 1 });
-    // The fault drops the first response; change the artifact before the retry asks again.
-    const id = await submit({ job_url: url, release: 'changed', artifacts: ['**'] });
-    await waitFor(() => jenkins.requests.some((request) => request.path.includes('big/changed.bin')), 'the first request');
-    jenkins.setArtifactContent(url, 'big/changed.bin', Buffer.alloc(200_000, 7), new Date('2026-01-01T00:00:00Z'));
-    const done = await finished(id);
-    expect(done.status).toBe('completed');
-    const file = (done.files as Array<{ path: string }>)[0]?.path as string;
-    expect((await readFile(path.join(system.downloadDir, file))).equals(Buffer.alloc(200_000, 7))).toBe(true);
+    const url = build([{ relativePath: 'big/changed.bin', size: 300_000 }]);
+    const changed = Buffer.alloc(300_000, 7); // same length: only Last-Modified tells the versions apart
+    const requestsFor = () => jenkins.requests.filter((request) => request.path.includes('big/changed.bin'));
+    // The order is fixed by the fake, not by timing: the first response is dropped after 200,000 bytes
+    // (throttled, so its first pieces reach the .part), then every try answers 503 until the artifact changed.
+    jenkins.setThrottle(1_000_000);
+    jenkins.setFault('big/changed.bin', { kind: 'drop-after', bytes: 200_000, times: 1 });
+    jenkins.setFault('changed.bin', { kind: 'status', status: 503, retryAfter: '1' });
+    try {
+      const id = await submit({ job_url: url, release: 'changed', artifacts: ['**'] });
+      await waitFor(() => requestsFor().length >= 2, 'the first resume request (answered 503)');
+      jenkins.setThrottle(undefined);
+      jenkins.setArtifactContent(url, 'big/changed.bin', changed, new Date('2026-01-01T00:00:00Z'));
+      jenkins.setFault('changed.bin', undefined);
+      const done = await finished(id);
+      expect(done.status).toBe('completed');
+      const file = (done.files as Array<{ path: string }>)[0]?.path as string;
+      expect((await readFile(path.join(system.downloadDir, file))).equals(changed)).toBe(true);
+      // The resume asked for the rest of the old .part; the 206 carried the new Last-Modified, so it
+      // was refused and the file fetched again from zero instead of splicing two versions.
+      const ranges = requestsFor().map((request) => request.range);
+      expect(ranges[0]).toBeUndefined();
+      const offset = Number(/^bytes=(\d+)-$/.exec(ranges[1] ?? '')?.[1]);
+      expect(offset).toBeGreaterThan(0);
+      expect(ranges.slice(1, -1).every((range) => range === `bytes=${offset}-`)).toBe(true);
+      expect(ranges[ranges.length - 1]).toBeUndefined();
+      expect((await messages(id)).some((line) => line.includes('resume refused'))).toBe(true);
+    } finally {
+      jenkins.setThrottle(undefined);
+      jenkins.setFault('big/changed.bin', undefined);
+      jenkins.setFault('changed.bin', undefined);
+    }
   });
 
   it('a slow trickle is aborted as stalled and retried', async () => {
