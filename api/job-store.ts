@@ -163,7 +163,7 @@ export function toStatusView(jobId: string, raw: RawJob): JobStatusView {
     progress,
     running_since: status === 'pending' ? null : isoOrNull(hash.processedOn),
     completed_at: finished ? isoOrNull(hash.finishedOn) : null,
-    error: status === 'completed' ? null : hash.failedReason || null,
+    error: status === 'completed' ? null : describeFailure(hash.failedReason),
     attempts: Number(hash.ats ?? hash.atm ?? 0),
     files: raw.completed && result.success ? result.data.files : null,
   };
@@ -195,6 +195,14 @@ export function toStatusView(jobId: string, raw: RawJob): JobStatusView {
     ...(data.success && data.data.batch ? { batch_id: data.data.batch.id } : {}),
   };
 }
+
+/** BullMQ's own reason for a job that lost its worker more often than JOB_MAX_STALLS allows. */
+const STALL_LIMIT_REASON = 'job stalled more than allowable limit';
+
+const describeFailure = (reason: string | undefined): string | null =>
+  reason === STALL_LIMIT_REASON
+    ? 'Stalled more than JOB_MAX_STALLS times: the worker running it died or stopped renewing its lock each time'
+    : reason || null;
 
 const TombstoneSchema = z.object({ id: z.string(), status: z.literal('cancelled') }).loose();
 

@@ -75,6 +75,14 @@ const ConfigSchema = z
     QUEUE_PREFIX: z.preprocess(emptyAsUndefined, z.string().min(1).default('{ferry}')),
     /** Milliseconds a worker's job lock lasts without renewal before another worker may take the job. */
     JOB_LOCK_MS: z.preprocess(emptyAsUndefined, positiveInt(30_000)),
+    /** Times a job may lose its worker (killed, paused past its lock) before it fails. */
+    JOB_MAX_STALLS: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).max(100).default(3)),
+    /** A job running longer than this many seconds fails, freeing its worker. */
+    JOB_TIMEOUT_SECONDS: z.preprocess(emptyAsUndefined, positiveInt(6 * 60 * 60)),
+    /** `.part` files no live job owns are removed once older than this many seconds. */
+    PART_TTL_SECONDS: z.preprocess(emptyAsUndefined, positiveInt(24 * 60 * 60)),
+    /** How often each worker looks for such `.part` files, in seconds. */
+    PART_SWEEP_INTERVAL_SECONDS: z.preprocess(emptyAsUndefined, positiveInt(60 * 60)),
     /** Attempts per job (BullMQ retries with exponential backoff). */
     JOB_ATTEMPTS: z.preprocess(emptyAsUndefined, positiveInt(3)),
     /** Milliseconds a process waits for running work when asked to stop. */
@@ -119,6 +127,10 @@ const ConfigSchema = z
     queuePrefix: env.QUEUE_PREFIX,
     jobLockMs: env.JOB_LOCK_MS,
     jobAttempts: env.JOB_ATTEMPTS,
+    jobMaxStalls: env.JOB_MAX_STALLS,
+    jobTimeoutMs: env.JOB_TIMEOUT_SECONDS * 1_000,
+    partTtlMs: env.PART_TTL_SECONDS * 1_000,
+    partSweepIntervalMs: env.PART_SWEEP_INTERVAL_SECONDS * 1_000,
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     dashboardEnabled: env.DASHBOARD_ENABLED,
     batch: { parallelism: env.BATCH_PARALLELISM, coordinators: env.BATCH_COORDINATORS },

@@ -274,6 +274,8 @@ export function createBatchCoordinator(options: BatchCoordinatorOptions): BatchP
 
     try {
       for (;;) {
+        // Aborted for another reason (shutdown, lock lost, timeout): leave the modules running.
+        if (signal.aborted && !isCancelReason(String(signal.reason))) throw signal.reason;
         if (signal.aborted || (await options.isCancelRequested(batchId))) {
           await cancelChildren();
           throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
@@ -286,6 +288,7 @@ export function createBatchCoordinator(options: BatchCoordinatorOptions): BatchP
       }
     } catch (error) {
       if (error instanceof UnrecoverableError && isCancelReason(error.message)) throw error;
+      if (signal.aborted && !isCancelReason(String(signal.reason))) throw error;
       if (signal.aborted && isCancelReason(String(signal.reason))) {
         await cancelChildren();
         throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);

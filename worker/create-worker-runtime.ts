@@ -10,6 +10,8 @@ import { createBatchCoordinator } from './batch-coordinator.js';
 import { createDownloadProcessor } from './download-processor.js';
 import { createDownloadWorker } from './download-worker.js';
 import { createFolderLock } from './folder-lock.js';
+import { ABORT, createLeaseTracker, withJobControls } from './job-controls.js';
+import { createPartSweeper, type PartSweeper } from './part-sweeper.js';
 import { createJenkinsClient } from './jenkins-client.js';
 
 export interface WorkerRuntimeOptions {
@@ -29,10 +31,15 @@ export interface WorkerRuntimeOptions {
 export interface WorkerRuntime {
   readonly downloads: Worker<JobData, JobResult>;
   readonly batches: Worker<BatchData, JobResult>;
+  /** Removes .part files no live job owns (started by run()). */
+  readonly sweeper: PartSweeper;
   /** Starts taking jobs; resolves when both workers have stopped. */
   run(): Promise<void>;
-  /** Stops taking jobs and waits for running ones (coordinators first: they add download jobs). */
-  close(): Promise<void>;
+  /**
+   * Stops taking jobs and lets running ones finish for `graceMs` (default SHUTDOWN_TIMEOUT_MS);
+   * then aborts the rest, which go back to the queue for another worker to resume at once.
+   */
+  close(graceMs?: number): Promise<void>;
 }
 
 /** Wires a worker process from its connection: everything but signals and process exit. */
@@ -54,7 +61,10 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     ...(options.retryBaseDelayMs !== undefined ? { retryBaseDelayMs: options.retryBaseDelayMs } : {}),
     onRetry: (message) => logger.info('retrying Jenkins request', { detail: message }),
   });
+  const leases = createLeaseTracker(config.jobLockMs);
+  const controls = { jobLog, logger, leases, timeoutMs: config.jobTimeoutMs };
   const processor = createDownloadProcessor({
+    canWrite: (jobId) => leases.check(jobId),
     jenkins,
     jobLog,
     logger,
@@ -71,18 +81,20 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
   const downloads = createDownloadWorker({
     redis,
     keys,
-    processor,
+    processor: withJobControls(processor, controls),
     jobLog,
     logger,
     concurrency: config.workerConcurrency,
     lockDurationMs: config.jobLockMs,
+    maxStalls: config.jobMaxStalls,
+    leases,
   });
   const downloadQueue = new Queue<JobData, JobResult>(keys.queueName, { connection: redis, prefix: keys.queuePrefix });
   downloadQueue.on('error', (error) => logger.warn('queue error', { error: error.message }));
   const batches = createDownloadWorker<BatchData>({
     redis,
     keys,
-    processor: createBatchCoordinator({
+    processor: withJobControls(createBatchCoordinator({
       redis,
       keys,
       jenkins,
@@ -94,22 +106,36 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
       jobTtlSeconds: config.jobTtlSeconds,
       isCancelRequested: async (jobId) => (await redis.exists(keys.cancelRequest(jobId))) === 1,
       ...(options.batchPollMs !== undefined ? { pollMs: options.batchPollMs } : {}),
-    }),
+    }), controls),
     queue: { name: keys.batches.queueName, failedKey: keys.batches.failed },
     jobLog,
     logger,
     concurrency: config.batch.coordinators,
     lockDurationMs: config.jobLockMs,
+    maxStalls: config.jobMaxStalls,
+    leases,
   });
+  const sweeper = createPartSweeper({ redis, keys, downloadDir: config.downloadDir, ttlMs: config.partTtlMs, logger });
   return {
     downloads,
     batches,
+    sweeper,
     async run() {
+      sweeper.start(config.partSweepIntervalMs);
       await Promise.all([downloads.run(), batches.run()]);
     },
-    async close() {
-      await batches.close();
-      await downloads.close();
+    async close(graceMs = config.shutdownTimeoutMs) {
+      sweeper.stop();
+      const grace = setTimeout(() => {
+        logger.warn('shutdown grace ran out; handing running jobs back to the queue', { grace_ms: graceMs });
+        batches.cancelAllJobs(ABORT.shutdown);
+        downloads.cancelAllJobs(ABORT.shutdown);
+      }, graceMs);
+      try {
+        await Promise.all([batches.close(), downloads.close()]);
+      } finally {
+        clearTimeout(grace);
+      }
       await downloadQueue.close();
     },
   };

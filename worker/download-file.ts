@@ -53,6 +53,11 @@ export interface ArtifactDownload {
   /** Bytes of this file on disk so far (absolute, so a restart from zero is reflected). */
   readonly onProgress: (fileBytes: number) => void;
   readonly onNote: (message: string) => void;
+  /**
+   * False once this process may no longer write the job's files (its lock lease ran out); checked
+   * before every chunk is written and before the final rename. Default: always true.
+   */
+  readonly canWrite?: () => boolean;
 }
 
 const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+)$/;
@@ -152,7 +157,10 @@ async function tryOnce(jenkins: JenkinsClient, job: ArtifactDownload, metaPath: 
   const disk = await statfs(path.dirname(job.partPath));
   if (needed > disk.bavail * disk.bsize) {
     response.body.destroy();
-    throw new AppError('DISK_FULL', `not enough free disk space for ${displayUrl(job.url)}: ${needed} bytes needed`);
+    throw new AppError(
+      'DISK_FULL',
+      `not enough free disk space for ${displayUrl(job.url)}: ${needed} bytes needed, ${disk.bavail * disk.bsize} free in ${path.dirname(job.partPath)}`,
+    );
   }
   if (total !== undefined) await writeFile(metaPath, JSON.stringify({ length: total, lastModified } satisfies PartMeta));
 
@@ -170,6 +178,7 @@ async function tryOnce(jenkins: JenkinsClient, job: ArtifactDownload, metaPath: 
       response.body,
       async function* (source: AsyncIterable<Buffer>) {
         for await (const chunk of source) {
+          if (job.canWrite && !job.canWrite()) throw new Error('the job lock lease ran out');
           for (const hash of hashes) hash.update(chunk);
           size += chunk.length;
           speed.count(chunk.length);
@@ -220,6 +229,7 @@ export async function fetchArtifact(jenkins: JenkinsClient, job: ArtifactDownloa
       continue;
     }
     await fsyncPath(job.partPath);
+    if (job.canWrite && !job.canWrite()) throw job.signal.reason ?? new Error('the job lock lease ran out');
     await rename(job.partPath, job.target);
     await rm(metaPath, { force: true });
     return { size: result.size, sha256: result.sha256 };

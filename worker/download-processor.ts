@@ -29,6 +29,8 @@ export interface DownloadProcessorOptions {
   readonly transfer: Pick<Config['transfer'], 'maxArtifactBytes' | 'minSpeedBytes' | 'stallSeconds' | 'maxConnections'>;
   /** Milliseconds between progress snapshots. */
   readonly progressIntervalMs?: number;
+  /** False once this process may no longer write a job's files (see worker/job-controls.ts). */
+  readonly canWrite?: (jobId: string) => boolean;
 }
 
 type Log = (message: string) => Promise<unknown>;
@@ -68,13 +70,15 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
         minSpeedBytes: options.transfer.minSpeedBytes,
         stallSeconds: options.transfer.stallSeconds,
         signal,
+        canWrite: options.canWrite ? () => (options.canWrite as (id: string) => boolean)(jobId) : undefined,
         onStart: (total, resumedFrom) => {
           if (total !== undefined && total !== countedTotal) {
             progress.update({ bytes_total: total - countedTotal });
             countedTotal = total;
           }
           const size = total === undefined ? 'size unknown' : formatBytes(total);
-          if (!announced) void log(`${prefix} ${module.name}: ${file.relativePath} (${size})`);
+          const resuming = resumedFrom > 0 ? `, resuming at ${formatBytes(resumedFrom)}` : '';
+          if (!announced) void log(`${prefix} ${module.name}: ${file.relativePath} (${size}${resuming})`);
           else if (resumedFrom > 0) void log(`${prefix} ${module.name}: ${file.relativePath}: resuming at ${formatBytes(resumedFrom)}`);
           announced = true;
         },
@@ -146,6 +150,9 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
     if (await cancelRequested()) throw new UnrecoverableError(`${CANCELLED_PREFIX} before it started`);
     let planned: PlannedModule[] = [];
     await log(`Attempt ${job.attemptsStarted}: downloading ${data.job_url} for release ${data.release}`);
+    if (job.stalledCounter > 0) {
+      await log(`Resumed after a stall (${job.stalledCounter} so far): the worker that ran it stopped renewing its lock; partial files are kept`);
+    }
     try {
       let modules: PlannedModule[];
       try {

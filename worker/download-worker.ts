@@ -4,6 +4,10 @@ import { CANCELLED_PREFIX, isCancelReason, type JobData, type JobResult } from '
 import type { JobLog } from '../shared/job-log.js';
 import type { Keys } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
+import { ABORT, type LeaseTracker } from './job-controls.js';
+
+/** BullMQ's failure reason for a job that stalled more often than maxStalledCount allows. */
+export const STALL_LIMIT_REASON = 'job stalled more than allowable limit';
 
 export interface DownloadWorkerOptions<Data> {
   readonly redis: Redis;
@@ -18,6 +22,10 @@ export interface DownloadWorkerOptions<Data> {
   readonly concurrency: number;
   /** Milliseconds a job lock lasts without renewal (JOB_LOCK_MS). */
   readonly lockDurationMs: number;
+  /** JOB_MAX_STALLS: times a job may lose its worker before it fails. */
+  readonly maxStalls: number;
+  /** Records lock renewals, so writers know their lease (see job-controls.ts). */
+  readonly leases: LeaseTracker;
 }
 
 /**
@@ -32,6 +40,9 @@ export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOpti
     prefix: keys.queuePrefix,
     concurrency: options.concurrency,
     lockDuration: options.lockDurationMs,
+    // Look for jobs whose worker died as often as a lock lasts, so one is taken over within 2 locks.
+    stalledInterval: Math.min(options.lockDurationMs, 30_000),
+    maxStalledCount: options.maxStalls,
     // Jobs are started explicitly by the composition root once everything is wired.
     autorun: false,
   });
@@ -53,12 +64,34 @@ export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOpti
       const final = (await redis.zscore(queue.failedKey, jobId)) !== null;
       logger.warn(final ? 'job failed' : 'job attempt failed; will retry', { job_id: jobId, error: error.message });
       const cancelled = isCancelReason(error.message);
+      if (final && error.message === STALL_LIMIT_REASON) {
+        // BullMQ fails such a job when a worker next takes it (a "deferred failure").
+        const message = `Stalled more than JOB_MAX_STALLS (${options.maxStalls}) times: the worker running it died or stopped renewing its lock each time`;
+        await jobLog.end(jobId, 'failed', message, message);
+        return;
+      }
       const line = cancelled ? `Job cancelled` : `Attempt ${job.attemptsStarted} failed: ${error.message}`;
       if (final) await jobLog.end(jobId, cancelled ? 'cancelled' : 'failed', cancelled ? null : error.message, line);
       else await jobLog.append(jobId, `${line} (will retry)`);
     });
   });
   worker.on('error', (error) => logger.error('worker error', { error }));
+  worker.on('locksRenewed', ({ jobIds }) => jobIds.forEach((jobId) => options.leases.renewed(jobId)));
+  // A lock this process could not renew may belong to another worker now: stop that job at once.
+  worker.on('lockRenewalFailed', (jobIds) => {
+    for (const jobId of jobIds) {
+      logger.warn('could not renew a job lock; stopping the job', { job_id: jobId });
+      worker.cancelJob(jobId, ABORT.lockLost);
+    }
+  });
+  // Any worker's stalled check may find a job whose worker died: say so in the job's log. BullMQ
+  // moves it back to the queue (failing it only when a worker next takes it, past JOB_MAX_STALLS).
+  worker.on('stalled', (jobId) => {
+    logger.warn('job stalled; back in the queue', { job_id: jobId });
+    safely('stall', undefined, () =>
+      jobLog.append(jobId, 'The worker running this job stopped renewing its lock (killed, paused or cut off); the job is back in the queue'),
+    );
+  });
 
   // Cancel requests reach every worker; only the one holding the job has it to abort.
   const subscriber = redis.duplicate({ connectionName: 'ferry:worker-cancel' });
