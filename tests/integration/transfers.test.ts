@@ -122,6 +122,33 @@ describe('downloads that survive a real Jenkins (faults switched on in the fake 
     }
   });
 
+  for (const status of [401, 403, 404]) {
+    it(`HTTP ${status} fails the job at once, naming the status and the URL, without retrying`, async () => {
+      const url = build([{ relativePath: `r/denied-${status}.xml`, content: 'x' }]);
+      jenkins.setFault(`r/denied-${status}.xml`, { kind: 'status', status });
+      try {
+        const done = await finished(await submit({ job_url: url, release: `denied${status}`, artifacts: ['**'] }));
+        expect(done.status).toBe('failed');
+        expect(done.attempts).toBe(1);
+        expect(done.error).toContain(`HTTP ${status} for ${url}artifact/r/denied-${status}.xml`);
+        expect(done.error).not.toContain('fault-secret');
+        expect(jenkins.requests.filter((request) => request.path.includes(`r/denied-${status}.xml`))).toHaveLength(1);
+      } finally {
+        jenkins.setFault(`r/denied-${status}.xml`, undefined);
+      }
+    });
+  }
+
+  for (const status of [408, 429, 502]) {
+    it(`HTTP ${status} is retried and the job completes`, async () => {
+      const url = build([{ relativePath: `r/again-${status}.xml`, content: `<again ${status}/>` }]);
+      jenkins.setFault(`r/again-${status}.xml`, { kind: 'status', status, times: 2 });
+      const done = await finished(await submit({ job_url: url, release: `again${status}`, artifacts: ['**'] }));
+      expect(done.status).toBe('completed');
+      expect(jenkins.requests.filter((request) => request.path.includes(`r/again-${status}.xml`))).toHaveLength(3);
+    });
+  }
+
   it('a 206 whose Content-Range does not continue the .part restarts the file instead of splicing', async () => {
     const url = build([{ relativePath: 'big/range.bin', size: 300_000 }]);
     // Two match strings, so both faults stay set: the first request is dropped, the resume gets a bad 206.
