@@ -1,37 +1,75 @@
 import express, { type Express, type RequestHandler } from 'express';
 import type { Redis } from 'ioredis';
+import { RedisUnavailableError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
+import { readRedisHealth } from '../shared/redis.js';
+import { createDrain, type Drain } from './drain.js';
 import { createErrorHandler, notFoundHandler } from './error-handler.js';
+import { createRedisGuard } from './redis-guard.js';
+
+export interface MountedRouter {
+  readonly path: string;
+  readonly router: RequestHandler;
+  /**
+   * Answer 503 REDIS_UNAVAILABLE before the router runs while the connection is down: for a router
+   * that turns Redis errors into answers of its own (Bull Board answers 500).
+   */
+  readonly requiresRedis?: boolean;
+}
 
 export interface AppOptions {
   readonly logger: Logger;
-  /** Command connection, pinged by /readyz. */
+  /** Command connection, checked by /readyz. */
   readonly redis: Redis;
   /** Routers mounted in order after health checks (downloads, dashboard...). */
-  readonly routers: ReadonlyArray<{ path: string; router: RequestHandler }>;
-  /** Milliseconds /readyz waits for Redis. */
+  readonly routers: ReadonlyArray<MountedRouter>;
+  /** Graceful stop state (default: a new one, never started). */
+  readonly drain?: Drain;
+  /** Milliseconds /readyz waits for Redis (default 500, so it answers within a second). */
   readonly readyTimeoutMs?: number;
 }
 
 /** Builds the Express app. It never listens: main.ts does, and tests call it in-process. */
-export function createApp({ logger, redis, routers, readyTimeoutMs = 1_000 }: AppOptions): Express {
+export function createApp({ logger, redis, routers, drain = createDrain(), readyTimeoutMs = 500 }: AppOptions): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
-  app.use(express.json({ limit: '64kb' }));
+  // First: a stopping server turns requests away before any work (or body parsing) is done.
+  app.use(drain.middleware);
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
   app.get('/readyz', async (_req, res) => {
-    const ready = await Promise.race([
-      redis.ping().then(() => true, () => false),
-      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), readyTimeoutMs).unref()),
-    ]);
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', redis: ready ? 'up' : 'down' });
+    if (drain.draining) {
+      res.status(503).json({ status: 'unready', reason: 'shutting down' });
+      return;
+    }
+    const health = await readRedisHealth(redis, readyTimeoutMs);
+    if (health.state === 'up') {
+      res.json({ status: 'ready', redis: 'up' });
+    } else if (health.state === 'full') {
+      res.status(503).json({
+        status: 'unready',
+        reason: 'redis full',
+        redis: 'full',
+        used_memory_bytes: health.usedMemoryBytes,
+        maxmemory_bytes: health.maxmemoryBytes,
+      });
+    } else {
+      res.status(503).json({ status: 'unready', reason: 'redis unavailable', redis: 'down' });
+    }
   });
 
-  for (const { path, router } of routers) app.use(path, router);
+  app.use(createRedisGuard({ redis }));
+  app.use(express.json({ limit: '64kb' }));
+  const requireRedis: RequestHandler = (_req, _res, next) => {
+    next(redis.status === 'ready' ? undefined : new RedisUnavailableError());
+  };
+  for (const { path, router, requiresRedis } of routers) {
+    if (requiresRedis) app.use(path, requireRedis);
+    app.use(path, router);
+  }
   app.use(notFoundHandler);
   app.use(createErrorHandler(logger));
   return app;

@@ -6,10 +6,12 @@ import type { BatchData, JobData, JobResult } from '../shared/job-contract.js';
 import { createJobLog } from '../shared/job-log.js';
 import { createKeys } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
-import { createApp } from './app.js';
+import { isRedisConnectionError } from '../shared/redis.js';
+import { createApp, type MountedRouter } from './app.js';
 import { createCancelJob } from './cancel-job.js';
 import { createDashboardRouter, DASHBOARD_PATH } from './dashboard.js';
 import { createDownloadRouter } from './download-routes.js';
+import { createDrain, type Drain } from './drain.js';
 import { createJobStore, type JobStore } from './job-store.js';
 import { createLogStreamHandler } from './log-stream.js';
 import { createLogTail, type LogTail } from './log-tail.js';
@@ -31,6 +33,8 @@ export interface Api {
   readonly batchQueue: Queue<BatchData, JobResult>;
   readonly jobStore: JobStore;
   readonly tail: LogTail;
+  /** Graceful stop: main.ts starts it on SIGTERM/SIGINT (readiness 503, SSE streams told to leave). */
+  readonly drain: Drain;
   /** Stops the tail and the queue; the caller closes the Redis connections it created. */
   close(): Promise<void>;
 }
@@ -39,9 +43,11 @@ export interface Api {
 export function createApi({ config, logger, redis, blockingRedis, heartbeatMs }: ApiDependencies): Api {
   const keys = createKeys(config.queuePrefix);
   const queue = new Queue<JobData, JobResult>(keys.queueName, { connection: redis, prefix: keys.queuePrefix });
-  queue.on('error', (error) => logger.warn('queue error', { error: error.message }));
+  // Connection errors are logged once per outage by the connection itself (shared/redis.ts).
+  const onQueueError = (error: Error) => logger.log(isRedisConnectionError(error) ? 'debug' : 'warn', 'queue error', { error: error.message });
+  queue.on('error', onQueueError);
   const batchQueue = new Queue<BatchData, JobResult>(keys.batches.queueName, { connection: redis, prefix: keys.queuePrefix });
-  batchQueue.on('error', (error) => logger.warn('queue error', { error: error.message }));
+  batchQueue.on('error', onQueueError);
   const jobLog = createJobLog({ redis, keys, maxLines: config.maxLogLines, ttlSeconds: config.logTtlSeconds });
   const jobStore = createJobStore({
     redis,
@@ -53,25 +59,28 @@ export function createApi({ config, logger, redis, blockingRedis, heartbeatMs }:
     jobTtlSeconds: config.jobTtlSeconds,
   });
   const tail = createLogTail({ blocking: blockingRedis, control: redis, logger });
+  const drain = createDrain();
   const logStream = createLogStreamHandler({
     jobStore,
     jobLog,
     tail,
     keys,
     logger,
+    drain,
     ...(heartbeatMs !== undefined ? { heartbeatMs } : {}),
   });
   const cancelJob = createCancelJob({ redis, queue, batchQueue, keys, jobStore, jobLog, ttlSeconds: config.jobTtlSeconds });
   const downloads = createDownloadRouter({ jenkinsUrl: config.jenkins.url, jobStore, jobLog, logStream, cancelJob });
-  const routers = [{ path: '/', router: downloads }];
-  if (config.dashboardEnabled) routers.push({ path: DASHBOARD_PATH, router: createDashboardRouter(queue, batchQueue) });
-  const app = createApp({ logger, redis, routers });
+  const routers: MountedRouter[] = [{ path: '/', router: downloads }];
+  if (config.dashboardEnabled) routers.push({ path: DASHBOARD_PATH, router: createDashboardRouter([queue, batchQueue], { readOnly: config.dashboardReadOnly }), requiresRedis: true });
+  const app = createApp({ logger, redis, routers, drain });
   return {
     app,
     queue,
     batchQueue,
     jobStore,
     tail,
+    drain,
     async close() {
       await tail.close();
       await batchQueue.close();

@@ -4,7 +4,9 @@ import { NotFoundError, ValidationError } from '../shared/errors.js';
 import type { JobLog } from '../shared/job-log.js';
 import { START_CURSOR } from '../shared/log-cursor.js';
 import { createIdempotencyMiddleware, type IdempotencyScope, type IdempotencyStore } from './idempotency.js';
+import { callerScope, createAuth, principalOf, type Auth } from './auth.js';
 import type { CancelOutcome } from './cancel-job.js';
+import { createStreamTokens } from './stream-tokens.js';
 import type { JobStore } from './job-store.js';
 import { LogsQuerySchema, ListQuerySchema, parseOrThrow, validateBatch, validateSubmission } from './request-schemas.js';
 
@@ -17,8 +19,14 @@ export interface DownloadRoutesOptions {
   readonly cancelJob: (jobId: string) => Promise<CancelOutcome>;
   /** Where `Idempotency-Key` answers are kept (default: the job store's, on its Redis connection). */
   readonly idempotency?: IdempotencyStore;
-  /** Whose key space an `Idempotency-Key` is in (default: the client address). */
+  /** Whose key space an `Idempotency-Key` is in (default: the caller's token label, else address). */
   readonly idempotencyScope?: IdempotencyScope;
+  /** Who may do what (default: open, every request acts as admin). */
+  readonly auth?: Auth;
+  /** Issues stream tokens for `POST .../stream-token` (must match the auth's). */
+  readonly streamTokens?: ReturnType<typeof createStreamTokens>;
+  /** Runs before a submission is accepted (the per-caller rate limit). */
+  readonly submitLimit?: RequestHandler;
 }
 
 const BASE = '/api/v1/jenkins';
@@ -34,16 +42,23 @@ const requireJobId: RequestHandler = (req, _res, next) => {
 export function createDownloadRouter(options: DownloadRoutesOptions): Router {
   const { jobStore, jobLog } = options;
   const router = Router();
+  const streamTokens = options.streamTokens ?? createStreamTokens(undefined);
+  const auth = options.auth ?? createAuth({ tokens: [], open: true, streamTokens });
+  const submitLimit: RequestHandler = options.submitLimit ?? ((_req, _res, next) => next());
+  const read = auth.require('read');
+  const write = auth.require('write');
+  router.use(auth.identify);
 
   const idempotency = createIdempotencyMiddleware({
     store: options.idempotency ?? jobStore.idempotency,
-    ...(options.idempotencyScope ? { scope: options.idempotencyScope } : {}),
+    scope: options.idempotencyScope ?? ((req) => callerScope(req, req.res as Parameters<typeof callerScope>[1])),
   });
 
-  router.post(`${BASE}/download`, idempotency, async (req, res) => {
+  router.post(`${BASE}/download`, write, submitLimit, idempotency, async (req, res) => {
     if (!req.is('application/json')) throw new ValidationError('Content-Type must be application/json');
     const submission = validateSubmission(req.body, options.jenkinsUrl);
-    const { jobId, deduplicated, status } = await jobStore.submit(submission);
+    const { role, label } = principalOf(res);
+    const { jobId, deduplicated, status } = await jobStore.submit({ ...submission, submitted_by: { role: role ?? 'read', label } });
     // 202: a new job was queued; 200: an identical pending or running job answers instead.
     res.status(deduplicated ? 200 : 202).json({
       job_id: jobId,
@@ -57,10 +72,11 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
   });
 
   // The tracker's "download selected": several builds as one batch job (see worker/batch-coordinator.ts).
-  router.post(`${BASE}/download-selected`, idempotency, async (req, res) => {
+  router.post(`${BASE}/download-selected`, write, submitLimit, idempotency, async (req, res) => {
     if (!req.is('application/json')) throw new ValidationError('Content-Type must be application/json');
     const builds = validateBatch(req.body, options.jenkinsUrl);
-    const jobId = await jobStore.submitBatch(builds);
+    const { role, label } = principalOf(res);
+    const jobId = await jobStore.submitBatch(builds, { submittedBy: { role: role ?? 'read', label } });
     res.status(202).json({
       job_id: jobId,
       message: `Download of ${builds.length} build(s) accepted`,
@@ -69,20 +85,20 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
     });
   });
 
-  router.get(`${BASE}/download-selected/:id`, requireJobId, options.logStream);
+  router.get(`${BASE}/download-selected/:id`, auth.requireJobReader, requireJobId, options.logStream);
 
-  router.get(`${BASE}/downloads`, async (req, res) => {
+  router.get(`${BASE}/downloads`, read, async (req, res) => {
     const query = parseOrThrow(ListQuerySchema, req.query, 'query');
     res.json(await jobStore.list(query));
   });
 
-  router.get(`${BASE}/download/:id/status`, requireJobId, async (req, res) => {
+  router.get(`${BASE}/download/:id/status`, read, requireJobId, async (req, res) => {
     const view = await jobStore.get(String(req.params.id));
     if (!view) throw new NotFoundError(`No job ${String(req.params.id)}`);
     res.json(view);
   });
 
-  router.get(`${BASE}/download/:id/logs`, requireJobId, async (req, res) => {
+  router.get(`${BASE}/download/:id/logs`, auth.requireJobReader, requireJobId, async (req, res) => {
     const jobId = String(req.params.id);
     const query = parseOrThrow(LogsQuerySchema, req.query, 'query');
     const after = query.after ?? START_CURSOR;
@@ -108,10 +124,18 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
     });
   });
 
-  router.get(`${BASE}/download/:id`, requireJobId, options.logStream);
+  router.get(`${BASE}/download/:id`, auth.requireJobReader, requireJobId, options.logStream);
+
+  // A read-only token for this job's log, for EventSource (which cannot send headers): ?token=.
+  router.post(`${BASE}/download/:id/stream-token`, read, requireJobId, async (req, res) => {
+    const jobId = String(req.params.id);
+    if (!(await jobStore.get(jobId))) throw new NotFoundError(`No job ${jobId}`);
+    const token = streamTokens.issue(jobId);
+    res.json({ job_id: jobId, token, logs_url: `${BASE}/download/${jobId}?token=${token}`, json_logs_url: `${BASE}/download/${jobId}/logs?token=${token}` });
+  });
 
   // 200 when the job is cancelled; 202 when its worker has not confirmed yet (status will follow).
-  router.post(`${BASE}/download/:id/cancel`, requireJobId, async (req, res) => {
+  router.post(`${BASE}/download/:id/cancel`, write, requireJobId, async (req, res) => {
     const jobId = String(req.params.id);
     const outcome = await options.cancelJob(jobId);
     res.status(outcome.status === 'cancelled' ? 200 : 202).json({
@@ -122,7 +146,7 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
     });
   });
 
-  router.delete(`${BASE}/download/:id`, requireJobId, async (req, res) => {
+  router.delete(`${BASE}/download/:id`, auth.require('admin'), requireJobId, async (req, res) => {
     await jobStore.remove(String(req.params.id));
     res.status(204).end();
   });

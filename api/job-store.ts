@@ -11,6 +11,7 @@ import {
   type BatchChild,
   type BatchData,
   type BatchItem,
+  type Submitter,
   JobResultSchema,
   type FileRecord,
   type JobData,
@@ -38,6 +39,8 @@ export interface JobStatusView {
   error: string | null;
   attempts: number;
   files: FileRecord[] | null;
+  /** Who submitted it (role and token label), when known. */
+  submitted_by: Submitter | null;
   /** `batch` for a "download selected" batch; `download` for a single job and a batch's module job. */
   kind: 'download' | 'batch';
   /** A module job: its batch's id. */
@@ -110,7 +113,7 @@ export interface JobStore {
    */
   submit(data: Omit<JobData, 'accepted_at'>): Promise<SubmitResult>;
   /** Enqueues a "download selected" batch; returns its id. */
-  submitBatch(builds: BatchItem[], options?: { skipExisting?: boolean; artifacts?: string[] }): Promise<string>;
+  submitBatch(builds: BatchItem[], options?: { skipExisting?: boolean; artifacts?: string[]; submittedBy?: Submitter }): Promise<string>;
   /** One job's status, or null when unknown. Costs the same whatever the queue depth. */
   get(jobId: string): Promise<JobStatusView | null>;
   list(query: ListQuery): Promise<{ jobs: JobStatusView[]; next: string | null }>;
@@ -178,6 +181,7 @@ export function toStatusView(jobId: string, raw: RawJob): JobStatusView {
       job_url: null,
       started_at: data.success ? data.data.accepted_at : isoOrNull(hash.timestamp),
       kind: 'batch',
+      submitted_by: data.success ? (data.data.submitted_by ?? null) : null,
       builds: data.success ? data.data.builds : [],
       modules,
       failed_modules: modules
@@ -192,6 +196,7 @@ export function toStatusView(jobId: string, raw: RawJob): JobStatusView {
     job_url: data.success ? data.data.job_url : null,
     started_at: data.success ? data.data.accepted_at : isoOrNull(hash.timestamp),
     kind: 'download',
+    submitted_by: data.success ? (data.data.submitted_by ?? null) : null,
     ...(data.success && data.data.batch ? { batch_id: data.data.batch.id } : {}),
   };
 }
@@ -330,6 +335,7 @@ export function createJobStore(options: JobStoreOptions): JobStore {
         skip_existing: submitOptions.skipExisting ?? true,
         artifacts: submitOptions.artifacts ?? [],
         accepted_at: new Date().toISOString(),
+        ...(submitOptions.submittedBy ? { submitted_by: submitOptions.submittedBy } : {}),
       };
       await redis.zadd(keys.jobIndex, 0, jobId);
       await options.batchQueue.add('batch', data, {

@@ -5,6 +5,7 @@ import { parseProgress } from '../shared/job-progress.js';
 import type { Keys } from '../shared/keys.js';
 import { compareCursors, isCursor, START_CURSOR } from '../shared/log-cursor.js';
 import type { Logger } from '../shared/logger.js';
+import type { Drain } from './drain.js';
 import type { JobStore } from './job-store.js';
 import type { LogTail, TailBatch } from './log-tail.js';
 
@@ -14,6 +15,8 @@ export interface LogStreamOptions {
   readonly tail: LogTail;
   readonly keys: Keys;
   readonly logger: Logger;
+  /** The API's graceful stop: when it starts, each stream gets `event: shutdown` and ends. */
+  readonly drain?: Drain;
   /** Milliseconds between heartbeats (`: ping`); also how often a finished job's end is checked. */
   readonly heartbeatMs?: number;
   /** Entries per XRANGE while replaying. */
@@ -30,6 +33,17 @@ export const formatLine = (id: string, message: string, timestamp: string) =>
 
 export const formatEnd = (id: string | undefined, status: string, error: string | null) =>
   `${id ? `id: ${id}\n` : ''}data: ${JSON.stringify({ status, error })}\n\nevent: complete\ndata: ${JSON.stringify({ status })}\n\n`;
+
+/**
+ * Sent when this API process stops: the client reconnects (to another instance) with Last-Event-ID
+ * set to the last line it got, which EventSource does by itself. Carries no `id`, so it does not
+ * move the client's cursor.
+ */
+export const formatShutdown = (lastEventId: string) =>
+  `event: shutdown\ndata: ${JSON.stringify({
+    message: 'This server is shutting down; reconnect with Last-Event-ID to continue',
+    last_event_id: lastEventId,
+  })}\n\n`;
 
 const formatProgress = (fields: string[] | undefined) => `event: progress\ndata: ${JSON.stringify(parseProgress(fields))}\n\n`;
 
@@ -80,6 +94,11 @@ export function createLogStreamHandler(options: LogStreamOptions) {
       for (const cleanup of cleanups.splice(0)) cleanup();
       res.end();
     };
+    /** Runs `cleanup` when the stream ends, or now when it already has (ended during an await). */
+    const onFinish = (cleanup: () => void) => {
+      if (done) cleanup();
+      else cleanups.push(cleanup);
+    };
     req.on('close', finish);
     const write = (chunk: string) => {
       if (done) return;
@@ -90,6 +109,12 @@ export function createLogStreamHandler(options: LogStreamOptions) {
         finish();
       }
     };
+    onFinish(
+      options.drain?.onDrain(() => {
+        write(formatShutdown(lastSent));
+        finish();
+      }) ?? (() => undefined),
+    );
 
     /**
      * Sends entries after lastSent. `newest` says the last entry is the newest in the stream; an
@@ -141,7 +166,8 @@ export function createLogStreamHandler(options: LogStreamOptions) {
     const progressKey = keys.progress(jobId);
     const latest = (await jobStore.progressEntry(jobId)) ?? undefined;
     write(formatProgress(latest?.[1]));
-    cleanups.push(
+    if (done) return;
+    onFinish(
       tail.subscribe(progressKey, latest?.[0] ?? '0-0', (batch) => {
         const last = batch.entries[batch.entries.length - 1];
         if (last) write(formatProgress(last[1]));
@@ -154,7 +180,7 @@ export function createLogStreamHandler(options: LogStreamOptions) {
     // Follow: subscribe first and hold live batches, catch up with XRANGE (covers anything the
     // tail's position skips), then release the held batches, dropping what was already sent.
     let held: TailBatch[] | null = [];
-    cleanups.push(
+    onFinish(
       tail.subscribe(keys.log(jobId), lastSent, (batch) => {
         if (held) held.push(batch);
         else deliver(batch.entries, true, batch.memo);
@@ -170,7 +196,7 @@ export function createLogStreamHandler(options: LogStreamOptions) {
       write(': ping\n\n');
       void reconcileEnd().catch((error: unknown) => logger.debug('end check failed', { job_id: jobId, error }));
     }, heartbeatMs);
-    cleanups.push(() => clearInterval(heartbeat));
+    onFinish(() => clearInterval(heartbeat));
     await reconcileEnd();
 
     /**

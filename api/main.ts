@@ -1,11 +1,47 @@
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { loadConfig, loadDotEnv } from '../shared/config.js';
 import { ConfigError } from '../shared/errors.js';
-import { createLogger } from '../shared/logger.js';
-import { createRedis, waitForRedis } from '../shared/redis.js';
+import { createLogger, type Logger } from '../shared/logger.js';
+import { checkMaxmemoryPolicy, createRedis, waitForRedis } from '../shared/redis.js';
 import { createShutdown } from '../shared/shutdown.js';
 import { createApi } from './create-api.js';
 import { DASHBOARD_PATH } from './dashboard.js';
+import type { Drain } from './drain.js';
+
+/**
+ * How long a stopping API keeps its port open, answering /readyz 503 and new requests 503
+ * SHUTTING_DOWN, even when nothing is in flight: the time a load balancer needs to see the 503 and
+ * send new clients elsewhere, rather than having them meet a closed port. A quarter of
+ * SHUTDOWN_TIMEOUT_MS, at most 2 s: it delays every stop (`npm start`'s Ctrl-C too), and requests in
+ * flight keep the port open for as long as they need anyway.
+ */
+const drainWindowMs = (shutdownTimeoutMs: number) => Math.min(2_000, Math.floor(shutdownTimeoutMs / 4));
+
+/**
+ * The HTTP part of a graceful stop, in order: drain (readiness 503, new requests 503, SSE streams
+ * told to reconnect elsewhere), keep the port open for the drain window and until requests in flight
+ * are answered, then close the server. Requests still running when `budgetMs` runs out are cut.
+ */
+async function stopHttp(server: Server, drain: Drain, logger: Logger, windowMs: number, budgetMs: number): Promise<void> {
+  const started = Date.now();
+  drain.start();
+  logger.info('draining: readiness 503, new requests 503, open log streams told to reconnect', { in_flight: drain.inFlight });
+  await new Promise((resolve) => setTimeout(resolve, windowMs));
+  const answered = await drain.idle(Math.max(0, budgetMs - (Date.now() - started)));
+  if (!answered) logger.warn('requests still in flight at the shutdown deadline; closing their connections', { in_flight: drain.inFlight });
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  // Keep-alive connections left idle by the answers above would hold close() for their timeout.
+  server.closeIdleConnections();
+  if (!answered) server.closeAllConnections();
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(true), Math.max(100, budgetMs - (Date.now() - started)));
+  });
+  if (await Promise.race([closed.then(() => false), late])) server.closeAllConnections();
+  clearTimeout(timer);
+  await closed;
+}
 
 /** Composition root of an API process: the only place that reads the environment and listens. */
 async function main(): Promise<void> {
@@ -17,9 +53,12 @@ async function main(): Promise<void> {
 
   const redis = createRedis(config.redisUrl, 'api', logger, 'api');
   const blockingRedis = createRedis(config.redisUrl, 'worker', logger, 'api-log-tail');
+  // Cleanups run last-in-first-out: HTTP first, then the queue and log tail, Redis last.
   shutdown.add('redis', async () => {
     await Promise.all([redis.quit().catch(() => redis.disconnect()), blockingRedis.quit().catch(() => blockingRedis.disconnect())]);
   });
+  // Now, and after every reconnect: warns when Redis could evict (lose) jobs.
+  void checkMaxmemoryPolicy(redis, logger);
   // Listen even while Redis is down (requests then get 503 and /readyz says so), but give it a
   // moment first so a normal start does not answer its first requests with 503.
   await waitForRedis(redis, 5_000).catch(() => logger.warn('Redis is not reachable yet; starting anyway', { redis: config.redisUrl }));
@@ -31,13 +70,9 @@ async function main(): Promise<void> {
     server.once('listening', resolve);
     server.once('error', reject);
   });
-  shutdown.add('http server', async () => {
-    // Open SSE streams never end by themselves: give in-flight requests a moment, then close all.
-    const forced = setTimeout(() => server.closeAllConnections(), Math.min(config.shutdownTimeoutMs, 5_000));
-    forced.unref();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    clearTimeout(forced);
-  });
+  // Leave a second of SHUTDOWN_TIMEOUT_MS to the queue and Redis steps after the HTTP one.
+  const httpBudgetMs = Math.max(config.shutdownTimeoutMs - 1_000, Math.floor(config.shutdownTimeoutMs / 2));
+  shutdown.add('http server', () => stopHttp(server, api.drain, logger, drainWindowMs(config.shutdownTimeoutMs), httpBudgetMs));
   const { port } = server.address() as AddressInfo;
   const base = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info('api listening', {

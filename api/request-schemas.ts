@@ -8,7 +8,7 @@ export const SubmitBodySchema = z.strictObject({
   job_url: z.string().min(1).max(2_048),
   release: z.string().optional(),
   skip_existing: z.boolean().default(true),
-  artifacts: z.array(z.string().min(1).max(512)).max(100).optional(),
+  artifacts: z.array(z.string().min(1).max(200)).max(50).optional(),
 });
 
 const text = (max: number) => z.string().max(max);

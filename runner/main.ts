@@ -124,6 +124,7 @@ async function apiReady(baseUrl: string): Promise<boolean> {
 /** SIGTERM, wait up to `timeoutMs`, then SIGKILL. Resolves true when the child stopped in time. */
 async function stop(child: Child, timeoutMs: number): Promise<boolean> {
   if (!alive(child)) return true;
+  logger.info('stopping child', { child: child.name });
   child.proc.kill('SIGTERM');
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<boolean>((resolve) => {
@@ -136,13 +137,16 @@ async function stop(child: Child, timeoutMs: number): Promise<boolean> {
     child.proc.kill('SIGKILL');
     await child.exited;
   }
+  logger.info('child stopped', { child: child.name, code: child.proc.exitCode, signal: child.proc.signalCode });
   return !late;
 }
 
 /**
- * Stops the system in order: the API first, so no new jobs are accepted; then the workers, which
- * finish (or hand back) their running jobs; then Redis last, because both of them write job state,
- * logs and the queue itself to it until they have exited. Exits 0 only when all of that went cleanly.
+ * Stops the system in order, each step once the previous one has exited: the API first, so no new
+ * jobs are accepted (it drains: readiness 503, log streams told to reconnect, requests in flight
+ * answered); then the workers, which finish (or hand back) their running jobs; then Redis last,
+ * because both of them write job state, logs and the queue itself to it until they have exited.
+ * Exits 0 only when all of that went cleanly.
  */
 function shutdown(code: number): Promise<void> {
   const timeoutMs = stopTimeoutMs;

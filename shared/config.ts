@@ -41,6 +41,45 @@ const globList = z
       .filter((glob) => glob.length > 0),
   );
 
+export const ROLES = ['read', 'write', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** One API token: its role, a label safe to log and store (never the token), and the token. */
+export interface ApiToken {
+  readonly role: Role;
+  readonly label: string;
+  readonly token: string;
+}
+
+/** `role:token` or `role:label:token` entries, comma-separated. */
+const apiTokens = z
+  .string()
+  .default('')
+  .transform((value, context): ApiToken[] => {
+    const entries = value.split(',').map((entry) => entry.trim()).filter((entry) => entry.length > 0);
+    const tokens: ApiToken[] = [];
+    for (const [index, entry] of entries.entries()) {
+      const parts = entry.split(':');
+      const role = parts[0] as Role;
+      const token = parts.at(-1) ?? '';
+      const label = parts.length === 3 ? (parts[1] as string) : `${role}-${index + 1}`;
+      // Never echo the token in the message: it would land in a log.
+      if (parts.length < 2 || parts.length > 3) context.addIssue({ code: 'custom', message: `entry ${index + 1} is not role:token or role:label:token` });
+      else if (!ROLES.includes(role)) context.addIssue({ code: 'custom', message: `entry ${index + 1} has role "${role}"; roles are read, write, admin` });
+      else if (token.length < 16) context.addIssue({ code: 'custom', message: `entry ${index + 1}: tokens must be at least 16 characters` });
+      else if (!/^[0-9A-Za-z._~+/=-]+$/.test(label)) context.addIssue({ code: 'custom', message: `entry ${index + 1}: the label may only hold letters, digits and . _ ~ + / = -` });
+      else if (tokens.some((other) => other.token === token)) context.addIssue({ code: 'custom', message: `entry ${index + 1} repeats a token` });
+      else tokens.push({ role, label, token });
+    }
+    return tokens;
+  });
+
+const originList = z
+  .string()
+  .default('')
+  .transform((value) => value.split(',').map((origin) => origin.trim()).filter((origin) => origin.length > 0))
+  .refine((origins) => origins.every((origin) => /^https?:\/\/[^/]+$/.test(origin)), 'must be origins like https://tracker.example.com (no path)');
+
 /** Every environment variable ferry reads, with its default. Documented in .env.example. */
 const ConfigSchema = z
   .object({
@@ -104,6 +143,26 @@ const ConfigSchema = z
     BATCH_PARALLELISM: z.preprocess(emptyAsUndefined, positiveInt(5)),
     /** Batches one worker process coordinates at once (a coordinator mostly waits; it holds no download slot). */
     BATCH_COORDINATORS: z.preprocess(emptyAsUndefined, positiveInt(10)),
+    /** API tokens (`role:token` or `role:label:token`, comma-separated); unset: open on loopback only. */
+    API_TOKENS: z.preprocess(emptyAsUndefined, apiTokens),
+    /** Signs stream tokens; required with API_TOKENS, the same on every API instance. */
+    TOKEN_SECRET: z.preprocess(emptyAsUndefined, z.string().min(32, 'must be at least 32 characters').optional()),
+    /** Run without API tokens on a non-loopback address, knowingly. */
+    AUTH_DISABLED: z.preprocess(emptyAsUndefined, booleanString(false)),
+    /** The tracker's admin PIN: `X-Admin-PIN` with this value is worth the admin role. */
+    ADMIN_PIN: z.preprocess(emptyAsUndefined, z.string().min(4, 'must be at least 4 characters').optional()),
+    /** Role of requests without credentials (`read` or `write`); unset: none. */
+    ANONYMOUS_ROLE: z.preprocess(emptyAsUndefined, z.enum(['read', 'write']).optional()),
+    /** Serve /metrics without a token. */
+    METRICS_PUBLIC: z.preprocess(emptyAsUndefined, booleanString(false)),
+    /** Mount Bull Board read-only. */
+    DASHBOARD_READ_ONLY: z.preprocess(emptyAsUndefined, booleanString(false)),
+    /** Submissions per minute per token (or per address when open), across all API instances. */
+    RATE_LIMIT_PER_MINUTE: z.preprocess(emptyAsUndefined, positiveInt(120)),
+    /** Proxies in front of the API whose X-Forwarded-For to trust for the client address. */
+    TRUST_PROXY: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).max(10).default(0)),
+    /** Browser origins allowed to call the API (CORS), comma-separated; empty: none. */
+    CORS_ORIGINS: z.preprocess(emptyAsUndefined, originList),
     /** Serve the Bull Board dashboard at /admin/queues. */
     DASHBOARD_ENABLED: z.preprocess(emptyAsUndefined, booleanString(true)),
   })
@@ -134,6 +193,18 @@ const ConfigSchema = z
     shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
     dashboardEnabled: env.DASHBOARD_ENABLED,
     batch: { parallelism: env.BATCH_PARALLELISM, coordinators: env.BATCH_COORDINATORS },
+    auth: {
+      tokens: env.API_TOKENS,
+      tokenSecret: env.TOKEN_SECRET,
+      disabled: env.AUTH_DISABLED,
+      adminPin: env.ADMIN_PIN,
+      anonymousRole: env.ANONYMOUS_ROLE,
+      metricsPublic: env.METRICS_PUBLIC,
+    },
+    dashboardReadOnly: env.DASHBOARD_READ_ONLY,
+    rateLimitPerMinute: env.RATE_LIMIT_PER_MINUTE,
+    trustProxy: env.TRUST_PROXY,
+    corsOrigins: env.CORS_ORIGINS,
     transfer: {
       retries: env.DOWNLOAD_RETRIES,
       minSpeedBytes: env.MIN_SPEED_BYTES,

@@ -43,9 +43,54 @@ export class RedisUnavailableError extends AppError {
   }
 }
 
+/**
+ * Redis refused a write because it is full (`maxmemory` reached under `noeviction`): HTTP 503 with
+ * Retry-After. Nothing was lost; writes succeed again once memory frees.
+ */
+export class RedisFullError extends AppError {
+  constructor(options?: { cause?: unknown }) {
+    super('REDIS_FULL', 'Redis is full (maxmemory reached) and refuses writes; try again later', options);
+  }
+}
+
+/** This API process is shutting down: retry on another instance (HTTP 503, Connection: close). */
+export class ShuttingDownError extends AppError {
+  constructor() {
+    super('SHUTTING_DOWN', 'This server is shutting down; retry on another instance');
+  }
+}
+
 /** The configuration is invalid: the message names every bad variable. */
 export class ConfigError extends AppError {
   constructor(message: string) {
     super('CONFIG_INVALID', message);
+  }
+}
+
+/** No usable credentials (HTTP 401, with a WWW-Authenticate challenge). */
+export class UnauthorizedError extends AppError {
+  /** Challenge with HTTP Basic (the dashboard's browser login) instead of Bearer. */
+  readonly basic: boolean;
+
+  constructor(message: string, basic = false) {
+    super('UNAUTHORIZED', message);
+    this.basic = basic;
+  }
+}
+
+/** The credentials are valid but their role is too small (HTTP 403). */
+export class ForbiddenError extends AppError {
+  constructor(message: string) {
+    super('FORBIDDEN', message);
+  }
+}
+
+/** Too many requests from one caller (HTTP 429 with Retry-After). */
+export class RateLimitedError extends AppError {
+  readonly retryAfterSeconds: number;
+
+  constructor(message: string, retryAfterSeconds: number) {
+    super('RATE_LIMITED', message);
+    this.retryAfterSeconds = retryAfterSeconds;
   }
 }

@@ -13,6 +13,9 @@ export const ReleaseSchema = z
   .regex(RELEASE_PATTERN, 'must be 1-64 characters of letters, digits, ".", "_" or "-"')
   .refine((value) => value !== '.' && value !== '..', 'must not be "." or ".."');
 
+export const SubmitterSchema = z.object({ role: z.enum(['read', 'write', 'admin']), label: z.string() });
+export type Submitter = z.infer<typeof SubmitterSchema>;
+
 export const JobDataSchema = z.object({
   job_url: z.string().url(),
   release: ReleaseSchema,
@@ -21,6 +24,8 @@ export const JobDataSchema = z.object({
   artifacts: z.array(z.string()),
   /** Acceptance time, ISO 8601 UTC. */
   accepted_at: z.string(),
+  /** Who submitted it: the role and a token label, never the token. */
+  submitted_by: SubmitterSchema.optional(),
   /**
    * Set on a batch's module job: `job_url` is that module's build, downloaded as this one module
    * (its build_map.json, if any, is not followed again).
@@ -67,6 +72,7 @@ export const BatchDataSchema = z.object({
   skip_existing: z.boolean(),
   artifacts: z.array(z.string()),
   accepted_at: z.string(),
+  submitted_by: SubmitterSchema.optional(),
   /** Written once by the coordinator when planned, so a coordinator that takes over keeps `[i/n]`. */
   plan: z.array(BatchModuleSchema).optional(),
 });

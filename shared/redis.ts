@@ -9,6 +9,15 @@ export type RedisRole =
   | 'worker';
 
 /**
+ * Milliseconds one command on an API connection may take. A command already written when Redis
+ * dies is not failed by ioredis (it waits to be re-sent after the reconnect), and a Redis that stops
+ * answering (paused, network cut) never closes the socket: without a bound such a request would
+ * hang. Generous next to the microseconds a command takes; api/redis-guard.ts keeps the one-second
+ * promise to clients, this only frees the request's resources.
+ */
+export const API_COMMAND_TIMEOUT_MS = 2_000;
+
+/**
  * Creates one Redis connection with an error listener (an unhandled 'error' event would crash the
  * process) and reconnection with a capped backoff.
  */
@@ -17,8 +26,10 @@ export function createRedis(url: string, role: RedisRole, logger: Logger, name: 
     connectionName: `ferry:${name}`,
     maxRetriesPerRequest: role === 'api' ? 1 : null,
     enableOfflineQueue: role !== 'api',
-    // Reconnect forever with a capped backoff: Redis restarts must not kill the process.
-    retryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 5), 2_000),
+    ...(role === 'api' ? { commandTimeout: API_COMMAND_TIMEOUT_MS } : {}),
+    // Reconnect forever with a capped backoff: Redis restarts must not kill the process. The cap
+    // bounds how long a process stays away after Redis is back (a connect attempt a second is cheap).
+    retryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 4), 1_000),
     lazyConnect: false,
   };
   const redis = new Redis(url, options);
@@ -54,5 +65,153 @@ export async function waitForRedis(redis: Redis, timeoutMs: number): Promise<voi
       redis.off('ready', onReady);
     };
     redis.on('ready', onReady);
+  });
+}
+
+/**
+ * The error, its causes, and the errors of the commands a failed MULTI discarded (ioredis puts them
+ * in `previousErrors` of the EXECABORT error): BullMQ and ioredis wrap errors now and then.
+ */
+function errorChain(error: unknown): Error[] {
+  const chain: Error[] = [];
+  const pending: unknown[] = [error];
+  while (pending.length > 0 && chain.length < 10) {
+    const current = pending.shift();
+    if (!(current instanceof Error)) continue;
+    chain.push(current);
+    pending.push(current.cause);
+    const previous = (current as { previousErrors?: unknown }).previousErrors;
+    if (Array.isArray(previous)) pending.push(...previous.slice(0, 3));
+  }
+  return chain;
+}
+
+/** ioredis errors that mean "Redis cannot be reached right now" rather than a bug. */
+export function isRedisConnectionError(error: unknown): boolean {
+  return errorChain(error).some((item) => {
+    const code = (item as NodeJS.ErrnoException).code;
+    return (
+      item.name === 'MaxRetriesPerRequestError' ||
+      code === 'ECONNREFUSED' ||
+      code === 'ECONNRESET' ||
+      code === 'ETIMEDOUT' ||
+      code === 'EPIPE' ||
+      /enableOfflineQueue|Connection is closed|Stream isn't writeable|connect ETIMEDOUT|Command timed out|^LOADING /.test(item.message)
+    );
+  });
+}
+
+/**
+ * Redis refused a command because it is full: `maxmemory` reached under `noeviction` ("OOM command
+ * not allowed when used memory > 'maxmemory'"), also when raised inside a script, or for a MULTI,
+ * whose every queued command (reads included) Redis refuses while full.
+ */
+export function isRedisFullError(error: unknown): boolean {
+  return errorChain(error).some((item) => item.message.includes('OOM command not allowed'));
+}
+
+export type RedisHealth =
+  | { readonly state: 'up' }
+  /** Redis answers but refuses writes: used memory is above `maxmemory` (see isRedisFullError). */
+  | { readonly state: 'full'; readonly usedMemoryBytes: number; readonly maxmemoryBytes: number }
+  | { readonly state: 'down'; readonly error: string };
+
+function parseInfo(text: string): Map<string, string> {
+  const fields = new Map<string, string>();
+  for (const line of text.split(/\r?\n/)) {
+    const colon = line.indexOf(':');
+    if (colon > 0 && !line.startsWith('#')) fields.set(line.slice(0, colon), line.slice(colon + 1).trim());
+  }
+  return fields;
+}
+
+/**
+ * Whether Redis answers and accepts writes, within `timeoutMs`. "Full" uses Redis's own rule for
+ * refusing a write: used memory, less what eviction does not count (AOF and replication buffers),
+ * above `maxmemory`. Falls back to PING when INFO is disabled.
+ */
+export async function readRedisHealth(redis: Redis, timeoutMs: number): Promise<RedisHealth> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<RedisHealth>((resolve) => {
+    timer = setTimeout(() => resolve({ state: 'down', error: `no answer within ${timeoutMs} ms` }), timeoutMs);
+  });
+  const probe = (async (): Promise<RedisHealth> => {
+    let info: string;
+    try {
+      info = await redis.info('memory');
+    } catch (error) {
+      if (isRedisConnectionError(error)) throw error;
+      await redis.ping();
+      return { state: 'up' };
+    }
+    const fields = parseInfo(info);
+    const used = Number(fields.get('used_memory') ?? 0);
+    const max = Number(fields.get('maxmemory') ?? 0);
+    const notCounted = Number(fields.get('mem_not_counted_for_evict') ?? 0);
+    return max > 0 && used > max && used - notCounted > max ? { state: 'full', usedMemoryBytes: used, maxmemoryBytes: max } : { state: 'up' };
+  })().catch((error: unknown): RedisHealth => ({ state: 'down', error: redactText((error as Error).message) }));
+  try {
+    return await Promise.race([probe, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export type MaxmemoryPolicyCheck =
+  | { readonly ok: true; readonly policy: 'noeviction' }
+  /** Another policy: a full Redis deletes keys instead of refusing writes. */
+  | { readonly ok: false; readonly policy: string }
+  /** CONFIG is disabled or renamed (common on managed Redis), or answered nothing usable. */
+  | { readonly ok: false; readonly policy: null; readonly reason: string };
+
+async function readMaxmemoryPolicy(redis: Redis): Promise<MaxmemoryPolicyCheck> {
+  try {
+    const reply = (await redis.config('GET', 'maxmemory-policy')) as unknown;
+    const policy = Array.isArray(reply) ? reply[1] : undefined;
+    if (typeof policy !== 'string') return { ok: false, policy: null, reason: 'CONFIG GET maxmemory-policy answered nothing' };
+    return policy === 'noeviction' ? { ok: true, policy } : { ok: false, policy };
+  } catch (error) {
+    if (isRedisConnectionError(error)) throw error;
+    return { ok: false, policy: null, reason: `CONFIG GET failed: ${redactText((error as Error).message)}` };
+  }
+}
+
+/**
+ * Reads Redis's `maxmemory-policy` once the connection is ready, and again after every reconnect (a
+ * restarted Redis may run another configuration), and warns loudly when it is not `noeviction`:
+ * under any other policy a full Redis silently deletes keys, and an evicted key is a lost job, log
+ * or lock. When CONFIG is disabled or renamed it warns that the policy could not be checked. Logs
+ * only when the outcome changes. Resolves with the first outcome (never, if Redis never answers).
+ */
+export function checkMaxmemoryPolicy(redis: Redis, logger: Logger): Promise<MaxmemoryPolicyCheck> {
+  return new Promise((resolve) => {
+    let lastLogged = '';
+    const check = async () => {
+      const outcome = await readMaxmemoryPolicy(redis);
+      resolve(outcome); // only the first call settles the promise
+      const signature = JSON.stringify(outcome);
+      if (signature === lastLogged) return;
+      lastLogged = signature;
+      if (outcome.ok) {
+        logger.info('Redis maxmemory-policy is noeviction', { maxmemory_policy: outcome.policy });
+      } else if (outcome.policy === null) {
+        logger.warn(
+          `Could not check Redis maxmemory-policy (${outcome.reason}). Make sure it is "noeviction": ` +
+            'under any other policy a full Redis evicts keys, and an evicted key is a lost job',
+          { maxmemory_policy: 'unknown' },
+        );
+      } else {
+        logger.warn(
+          `UNSAFE REDIS CONFIGURATION: maxmemory-policy is "${outcome.policy}", not "noeviction". When Redis fills up ` +
+            'it will silently evict keys, and an evicted key is a lost job, log or lock. Set maxmemory-policy noeviction ' +
+            '(redis.conf, or CONFIG SET maxmemory-policy noeviction)',
+          { maxmemory_policy: outcome.policy },
+        );
+      }
+    };
+    // A connection error means "not now": the next 'ready' checks again.
+    const run = () => void check().catch(() => undefined);
+    redis.on('ready', run);
+    if (redis.status === 'ready') run();
   });
 }

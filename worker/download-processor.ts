@@ -54,6 +54,10 @@ function withContext(prefix: string, error: unknown): Error {
 /** What one job does: plan the modules, then download each, writing a manifest per module. */
 export function createDownloadProcessor(options: DownloadProcessorOptions): DownloadProcessor {
   const { jenkins, jobLog, logger, downloadDir, folderLock } = options;
+  /** A log line nobody waits for; its failure (Redis down or full) is logged, never an unhandled rejection. */
+  const fire = (log: Log, message: string) => {
+    log(message).catch((error: unknown) => logger.warn('could not append a job log line', { error: (error as Error).message }));
+  };
 
   const downloadFile = async (job: Job, module: PlannedModule, file: PlannedFile, prefix: string, progress: ProgressReporter, signal: AbortSignal, log: Log) => {
     const jobId = job.id as string;
@@ -78,15 +82,15 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
           }
           const size = total === undefined ? 'size unknown' : formatBytes(total);
           const resuming = resumedFrom > 0 ? `, resuming at ${formatBytes(resumedFrom)}` : '';
-          if (!announced) void log(`${prefix} ${module.name}: ${file.relativePath} (${size}${resuming})`);
-          else if (resumedFrom > 0) void log(`${prefix} ${module.name}: ${file.relativePath}: resuming at ${formatBytes(resumedFrom)}`);
+          if (!announced) fire(log, `${prefix} ${module.name}: ${file.relativePath} (${size}${resuming})`);
+          else if (resumedFrom > 0) fire(log, `${prefix} ${module.name}: ${file.relativePath}: resuming at ${formatBytes(resumedFrom)}`);
           announced = true;
         },
         onProgress: (bytes) => {
           progress.update({ bytes_done: bytes - countedBytes });
           countedBytes = bytes;
         },
-        onNote: (message) => void log(`${prefix} ${module.name}: ${file.relativePath}: ${message}`),
+        onNote: (message) => fire(log, `${prefix} ${module.name}: ${file.relativePath}: ${message}`),
       });
     } catch (error) {
       throw withContext(`${prefix} ${module.name}: ${file.relativePath}`, error);
@@ -181,7 +185,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
         await log(`${prefix} ${module.name}: build #${module.build}, ${module.files.length} artifact(s)`);
         // One writer per folder: overlapping build maps or a second submit wait for the first.
         await folderLock.withLock(module.relativeDir, jobId, signal, (holder) => {
-          void log(`${prefix} ${module.name}: waiting for job ${holder}, which is writing ${module.relativeDir}`);
+          fire(log, `${prefix} ${module.name}: waiting for job ${holder}, which is writing ${module.relativeDir}`);
         }, async () => {
           const existing = data.skip_existing
             ? await readVerifiedManifest(module.dir, module.files.map((file) => file.relativePath))

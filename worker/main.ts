@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { loadConfig, loadDotEnv } from '../shared/config.js';
 import { ConfigError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
-import { createRedis } from '../shared/redis.js';
+import { checkMaxmemoryPolicy, createRedis } from '../shared/redis.js';
 import { createShutdown } from '../shared/shutdown.js';
 import { createWorkerRuntime } from './create-worker-runtime.js';
 
@@ -17,6 +17,8 @@ async function main(): Promise<void> {
 
   await mkdir(config.downloadDir, { recursive: true });
   const redis = createRedis(config.redisUrl, 'worker', logger, 'worker');
+  // An evicted key is a lost job: warn loudly unless Redis runs with noeviction.
+  void checkMaxmemoryPolicy(redis, logger);
   shutdown.add('redis', async () => {
     await redis.quit().catch(() => redis.disconnect());
   });

@@ -60,3 +60,120 @@ export async function startRedisServer(extraArgs: string[] = []): Promise<RedisS
     },
   };
 }
+
+/**
+ * A private redis-server a test can stop, freeze and start again on the same port with the same
+ * data dir (so `--appendonly yes` brings the data back), for outage tests. Never the global one.
+ */
+export interface RestartableRedisServer {
+  readonly url: string;
+  readonly port: number;
+  /** Its data dir (AOF, dump), kept across restarts and removed by destroy(). */
+  readonly dir: string;
+  /** True while the process runs (paused included). */
+  readonly running: boolean;
+  /** Everything redis-server printed, across restarts (for failure messages). */
+  readonly output: () => string;
+  /**
+   * Stops the process, keeping port and dir. SIGTERM is Redis's SHUTDOWN (it writes and fsyncs the
+   * AOF first); SIGKILL is a crash. Resolves once it has exited (SIGKILL after 10 s otherwise).
+   */
+  halt(signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>;
+  /** Starts it again with the same arguments; resolves once it answers PING (AOF loaded). */
+  start(): Promise<void>;
+  /** SIGSTOP: connections stay open but Redis answers nothing, like a cut network. */
+  pause(): void;
+  /** SIGCONT after pause(). */
+  resume(): void;
+  /** Stops it if running and removes its data dir. Idempotent; call it in afterAll. */
+  destroy(): Promise<void>;
+}
+
+/** Resolves once `url` answers PING (not LOADING), or throws after `timeoutMs` or when `gone()`. */
+async function waitForPing(url: string, timeoutMs: number, gone: () => boolean, output: () => string): Promise<void> {
+  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, enableReadyCheck: false });
+  probe.on('error', () => undefined);
+  const deadline = Date.now() + timeoutMs;
+  try {
+    for (;;) {
+      try {
+        if (probe.status !== 'ready' && probe.status !== 'connect') await probe.connect();
+        await probe.ping();
+        return;
+      } catch (error) {
+        probe.disconnect();
+        if (Date.now() > deadline || gone()) throw new Error(`redis-server did not answer PING at ${url}: ${String(error)}\n${output()}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  } finally {
+    probe.disconnect();
+  }
+}
+
+export async function startRestartableRedisServer(extraArgs: string[] = []): Promise<RestartableRedisServer> {
+  const port = await freePort();
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'ferry-redis-own-'));
+  const url = `redis://127.0.0.1:${port}`;
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
+    '--maxmemory-policy', 'noeviction', '--loglevel', 'notice', ...extraArgs];
+  let child: ChildProcess | undefined;
+  let exited: Promise<void> = Promise.resolve();
+  let paused = false;
+  let output = '';
+  const record = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-20_000);
+  };
+  const isRunning = () => child !== undefined && child.exitCode === null && child.signalCode === null;
+
+  const server: RestartableRedisServer = {
+    url,
+    port,
+    dir,
+    get running() {
+      return isRunning();
+    },
+    output: () => output,
+    async start() {
+      if (isRunning()) throw new Error('redis-server is already running');
+      const proc = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      child = proc;
+      paused = false;
+      exited = new Promise((resolve) => proc.once('exit', () => resolve()));
+      proc.stdout?.on('data', record);
+      proc.stderr?.on('data', record);
+      await waitForPing(url, 15_000, () => proc.exitCode !== null || proc.signalCode !== null, () => output);
+    },
+    async halt(signal = 'SIGTERM') {
+      const proc = child;
+      if (!proc || !isRunning()) return;
+      if (paused) server.resume();
+      proc.kill(signal);
+      // Bounded: a SIGTERM that does not end Redis (it should within milliseconds) becomes a SIGKILL.
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+    pause() {
+      if (!isRunning()) throw new Error('redis-server is not running');
+      child?.kill('SIGSTOP');
+      paused = true;
+    },
+    resume() {
+      if (!paused) return;
+      child?.kill('SIGCONT');
+      paused = false;
+    },
+    async destroy() {
+      await server.halt('SIGKILL');
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    await server.start();
+  } catch (error) {
+    await server.destroy();
+    throw error;
+  }
+  return server;
+}

@@ -1,6 +1,6 @@
 // The all-in-one runner (`npm start` = dist/runner/main.js) as a user runs it: no REDIS_URL, so it
 // starts a private redis-server with its data under ./data, one API and one worker; SIGTERM must
-// stop all of them and exit 0, leaving nothing behind.
+// stop all of them, in order (API, worker, Redis), and exit 0, leaving nothing behind.
 import { describe, it, expect, afterAll } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
@@ -57,13 +57,17 @@ describe('npm start runner', () => {
   let children: number[] = [];
 
   afterAll(async () => {
-    // Whatever happened above, leave no runner and no (detached) child of it running.
-    if (runner && runner.exitCode === null && runner.signalCode === null) runner.kill('SIGKILL');
+    // Whatever happened above, leave no runner and no (detached) child of it running: a test that
+    // failed before it listed the children lists them now, before the runner goes.
+    if (runner && runner.exitCode === null && runner.signalCode === null) {
+      if (children.length === 0) children = childPids(runner.pid as number);
+      runner.kill('SIGKILL');
+    }
     for (const pid of children) if (isRunning(pid)) process.kill(pid, 'SIGKILL');
     if (tmp) await rm(tmp, { recursive: true, force: true });
   });
 
-  it('starts a private Redis, the API and a worker, and stops them all on SIGTERM', async () => {
+  it('starts a private Redis, the API and a worker, and on SIGTERM stops the API, then the worker, then Redis', async () => {
     tmp = await mkdtemp(path.join(os.tmpdir(), 'ferry-runner-'));
     const port = await freePort();
     const env: NodeJS.ProcessEnv = {
@@ -72,7 +76,8 @@ describe('npm start runner', () => {
       HOST: '127.0.0.1',
       JENKINS_URL: 'http://127.0.0.1:9/',
       WORKERS: '1',
-      LOG_LEVEL: 'warn',
+      // info: the runner's 'stopping child' / 'child stopped' lines show the stop order.
+      LOG_LEVEL: 'info',
       DOWNLOAD_DIR: path.join(tmp, 'downloads'),
     };
     delete env.REDIS_URL;
@@ -96,7 +101,7 @@ describe('npm start runner', () => {
       200,
     );
     // The banner is written right after /readyz first answers 200.
-    await waitFor(() => output.includes('/admin/queues'), 'the banner with the dashboard URL', 5_000);
+    await waitFor(() => output.includes('Press Ctrl+C to stop.'), 'the banner with the dashboard URL', 5_000);
     expect(existsSync(path.join(tmp, 'data')), output).toBe(true);
     expect(output).toContain(`${baseUrl}/admin/queues`);
     const redisPort = Number(/redis:\/\/127\.0\.0\.1:(\d+)/.exec(output)?.[1]);
@@ -118,5 +123,36 @@ describe('npm start runner', () => {
     expect(await accepts(port), 'API port still accepts connections').toBe(false);
     const apiAnswer = await fetch(`${baseUrl}/readyz`, { signal: AbortSignal.timeout(1_000) }).then((r) => r.status, () => 'no answer');
     expect(apiAnswer).toBe('no answer');
+
+    // The order, from the shared output (one pipe, so lines are in the order they were written):
+    // the API stops first, the worker is signalled only once the API has exited, Redis only once
+    // the worker has exited.
+    const lines = output.split('\n');
+    const entries = lines.map((line) => {
+      try {
+        return JSON.parse(line) as { service?: string; message?: string; child?: string };
+      } catch {
+        return {};
+      }
+    });
+    const at = (what: string, predicate: (entry: { service?: string; message?: string; child?: string }, line: string) => boolean) => {
+      const index = entries.findIndex((entry, i) => predicate(entry, lines[i] ?? ''));
+      expect(index, `${what} in the runner's output:\n${output}`).toBeGreaterThanOrEqual(0);
+      return index;
+    };
+    const fromRunner = (message: string, child: string) => (entry: { service?: string; message?: string; child?: string }) =>
+      entry.service === 'runner' && entry.message === message && entry.child === child;
+    const sequence = [
+      at('runner stopping the API', fromRunner('stopping child', 'api')),
+      at('the API shutting down', (entry) => entry.service === 'api' && entry.message === 'shutting down'),
+      at('runner: API stopped', fromRunner('child stopped', 'api')),
+      at('runner stopping the worker', fromRunner('stopping child', 'worker-1')),
+      at('the worker shutting down', (entry) => entry.service === 'worker' && entry.message === 'shutting down'),
+      at('runner: worker stopped', fromRunner('child stopped', 'worker-1')),
+      at('runner stopping Redis', fromRunner('stopping child', 'redis')),
+      at('Redis exiting', (_entry, line) => line.includes('ready to exit, bye bye')),
+      at('runner: Redis stopped', fromRunner('child stopped', 'redis')),
+    ];
+    expect(sequence).toEqual([...sequence].sort((x, y) => x - y));
   }, 90_000);
 });
