@@ -1,8 +1,11 @@
+import cors from 'cors';
+import helmet from 'helmet';
 import express, { type Express, type RequestHandler } from 'express';
 import type { Redis } from 'ioredis';
 import { RedisUnavailableError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { readRedisHealth } from '../shared/redis.js';
+import { DASHBOARD_PATH } from './dashboard.js';
 import { createDrain, type Drain } from './drain.js';
 import { createErrorHandler, notFoundHandler } from './error-handler.js';
 import { createRedisGuard } from './redis-guard.js';
@@ -27,13 +30,30 @@ export interface AppOptions {
   readonly drain?: Drain;
   /** Milliseconds /readyz waits for Redis (default 500, so it answers within a second). */
   readonly readyTimeoutMs?: number;
+  /** CORS_ORIGINS: browser origins allowed to call the API (default none). */
+  readonly corsOrigins?: readonly string[];
+  /** TRUST_PROXY: proxies whose X-Forwarded-For is trusted for the client address (default 0). */
+  readonly trustProxy?: number;
 }
 
 /** Builds the Express app. It never listens: main.ts does, and tests call it in-process. */
-export function createApp({ logger, redis, routers, drain = createDrain(), readyTimeoutMs = 500 }: AppOptions): Express {
+export function createApp({ logger, redis, routers, drain = createDrain(), readyTimeoutMs = 500, corsOrigins = [], trustProxy = 0 }: AppOptions): Express {
   const app = express();
   app.disable('x-powered-by');
-  app.set('trust proxy', false);
+  app.set('trust proxy', trustProxy > 0 ? trustProxy : false);
+  // Standard security headers; Bull Board's page needs its inline scripts and styles, so the
+  // dashboard gets every header but the content security policy.
+  const headers = helmet();
+  const dashboardHeaders = helmet({ contentSecurityPolicy: false });
+  app.use((req, res, next) => (req.path.startsWith(DASHBOARD_PATH) ? dashboardHeaders : headers)(req, res, next));
+  app.use(
+    cors({
+      origin: corsOrigins.length > 0 ? [...corsOrigins] : false,
+      allowedHeaders: ['Authorization', 'Content-Type', 'Idempotency-Key', 'Last-Event-ID', 'X-Admin-PIN', 'X-Request-Id'],
+      exposedHeaders: ['Idempotent-Replayed', 'Retry-After', 'RateLimit-Limit', 'RateLimit-Remaining', 'X-Request-Id'],
+      maxAge: 600,
+    }),
+  );
   // First: a stopping server turns requests away before any work (or body parsing) is done.
   app.use(drain.middleware);
 

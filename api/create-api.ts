@@ -1,3 +1,4 @@
+import { Router } from 'express';
 import { Queue } from 'bullmq';
 import type { Express } from 'express';
 import type { Redis } from 'ioredis';
@@ -9,7 +10,10 @@ import type { Logger } from '../shared/logger.js';
 import { isRedisConnectionError } from '../shared/redis.js';
 import { createApp, type MountedRouter } from './app.js';
 import { createCancelJob } from './cancel-job.js';
-import { createDashboardRouter, DASHBOARD_PATH } from './dashboard.js';
+import { callerScope, createAuth } from './auth.js';
+import { createDashboardRouter, DASHBOARD_PATH, sameOriginWrites } from './dashboard.js';
+import { createSubmitRateLimit } from './rate-limit.js';
+import { createStreamTokens } from './stream-tokens.js';
 import { createDownloadRouter } from './download-routes.js';
 import { createDrain, type Drain } from './drain.js';
 import { createJobStore, type JobStore } from './job-store.js';
@@ -70,10 +74,24 @@ export function createApi({ config, logger, redis, blockingRedis, heartbeatMs }:
     ...(heartbeatMs !== undefined ? { heartbeatMs } : {}),
   });
   const cancelJob = createCancelJob({ redis, queue, batchQueue, keys, jobStore, jobLog, ttlSeconds: config.jobTtlSeconds });
-  const downloads = createDownloadRouter({ jenkinsUrl: config.jenkins.url, jobStore, jobLog, logStream, cancelJob });
+  const streamTokens = createStreamTokens(config.auth.tokenSecret);
+  const auth = createAuth({
+    tokens: config.auth.tokens,
+    adminPin: config.auth.adminPin,
+    anonymousRole: config.auth.anonymousRole,
+    open: config.auth.tokens.length === 0,
+    streamTokens,
+  });
+  const submitLimit = createSubmitRateLimit({ redis, keys, perMinute: config.rateLimitPerMinute, scope: callerScope });
+  const downloads = createDownloadRouter({ jenkinsUrl: config.jenkins.url, jobStore, jobLog, logStream, cancelJob, auth, streamTokens, submitLimit });
   const routers: MountedRouter[] = [{ path: '/', router: downloads }];
-  if (config.dashboardEnabled) routers.push({ path: DASHBOARD_PATH, router: createDashboardRouter([queue, batchQueue], { readOnly: config.dashboardReadOnly }), requiresRedis: true });
-  const app = createApp({ logger, redis, routers, drain });
+  if (config.dashboardEnabled) {
+    // Admins only (HTTP Basic for browsers), and no write action started by another site.
+    const dashboard = Router();
+    dashboard.use(auth.identify, auth.require('admin'), sameOriginWrites, createDashboardRouter([queue, batchQueue], { readOnly: config.dashboardReadOnly }));
+    routers.push({ path: DASHBOARD_PATH, router: dashboard, requiresRedis: true });
+  }
+  const app = createApp({ logger, redis, routers, drain, corsOrigins: config.corsOrigins, trustProxy: config.trustProxy });
   return {
     app,
     queue,

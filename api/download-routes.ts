@@ -47,7 +47,7 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
   const submitLimit: RequestHandler = options.submitLimit ?? ((_req, _res, next) => next());
   const read = auth.require('read');
   const write = auth.require('write');
-  router.use(auth.identify);
+  router.use(BASE, auth.identify);
 
   const idempotency = createIdempotencyMiddleware({
     store: options.idempotency ?? jobStore.idempotency,

@@ -5,6 +5,7 @@ import { ConfigError } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/logger.js';
 import { checkMaxmemoryPolicy, createRedis, waitForRedis } from '../shared/redis.js';
 import { createShutdown } from '../shared/shutdown.js';
+import { checkAuthSetup } from './auth.js';
 import { createApi } from './create-api.js';
 import { DASHBOARD_PATH } from './dashboard.js';
 import type { Drain } from './drain.js';
@@ -48,6 +49,10 @@ async function main(): Promise<void> {
   loadDotEnv();
   const config = loadConfig(process.env);
   const logger = createLogger({ service: 'api', level: config.logLevel });
+  // Refuse to serve job data to anyone on the network unless tokens are set (or openness is chosen).
+  const authSetup = checkAuthSetup({ host: config.host, tokens: config.auth.tokens, tokenSecret: config.auth.tokenSecret, disabled: config.auth.disabled });
+  if (authSetup.error) throw new ConfigError(`Invalid configuration:\n  ${authSetup.error}`);
+  for (const warning of authSetup.warnings) logger.warn(warning);
   const shutdown = createShutdown(logger, config.shutdownTimeoutMs);
   shutdown.onSignals((code) => process.exit(code));
 

@@ -40,6 +40,8 @@ export const ListQuerySchema = z.strictObject({
 export const LogsQuerySchema = z.strictObject({
   after: z.string().max(40).optional(),
   limit: z.coerce.number().int().min(1).max(1_000).default(100),
+  /** A stream token (checked by the auth middleware before this schema runs). */
+  token: z.string().max(200).optional(),
 });
 
 /** An `Idempotency-Key` value: 1-200 printable ASCII characters (space to tilde). */

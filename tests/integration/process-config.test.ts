@@ -40,3 +40,48 @@ describe('a process with bad configuration stops with one message naming every b
     }
   });
 });
+
+describe('the API refuses to run open on the network', () => {
+  const run = (env: Record<string, string>) =>
+    spawnSync(process.execPath, [path.join(ROOT, 'dist/api/main.js')], {
+      cwd: os.tmpdir(),
+      // A Redis nobody listens on: the refusals happen before any connection.
+      env: { PATH: process.env.PATH ?? '', JENKINS_URL: 'https://jenkins.example/', REDIS_URL: 'redis://127.0.0.1:1', PORT: '0', ...env },
+      encoding: 'utf8',
+      timeout: 15_000,
+    });
+
+  it('without API_TOKENS on a non-loopback HOST it stops, saying how to set API_TOKENS', () => {
+    const result = run({ HOST: '0.0.0.0' });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain('API_TOKENS: required when HOST (0.0.0.0) is not a loopback address');
+    expect(result.stderr).toContain('AUTH_DISABLED=true');
+  });
+
+  it('API_TOKENS without TOKEN_SECRET stops, and malformed entries are named without echoing tokens', () => {
+    const missing = run({ API_TOKENS: 'admin:ops:abcdefghijklmnop-secret' });
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toContain('TOKEN_SECRET: required when API_TOKENS is set');
+    expect(missing.stderr).not.toContain('abcdefghijklmnop-secret');
+    const malformed = run({ API_TOKENS: 'boss:abcdefghijklmnop-secret,read:short', TOKEN_SECRET: 'x'.repeat(32) });
+    expect(malformed.status).toBe(1);
+    expect(malformed.stderr).toContain('API_TOKENS');
+    expect(malformed.stderr).toContain('roles are read, write, admin');
+    expect(malformed.stderr).toContain('at least 16 characters');
+    expect(malformed.stderr).not.toContain('abcdefghijklmnop-secret');
+  });
+
+  it('AUTH_DISABLED=true runs open on any address, with a warning', () => {
+    const result = spawnSync(process.execPath, ['-e', `
+      process.env.HOST = '0.0.0.0'; process.env.AUTH_DISABLED = 'true';
+      setTimeout(() => process.kill(process.pid, 'SIGTERM'), 1500);
+      await import(${JSON.stringify(path.join(ROOT, 'dist/api/main.js'))});
+    `, '--input-type=module'], {
+      cwd: os.tmpdir(),
+      env: { PATH: process.env.PATH ?? '', JENKINS_URL: 'https://jenkins.example/', REDIS_URL: 'redis://127.0.0.1:1', PORT: '0', NODE_ENV: 'production' },
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(result.stdout + result.stderr).toContain('AUTH_DISABLED=true: the API is open to anyone who can reach it');
+  });
+});
