@@ -34,6 +34,8 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
 
 # Application files stay root-owned (read-only for the runtime user).
 COPY --from=build /app/dist ./dist
+# The web page is served from source files (no build step).
+COPY api/web ./api/web
 
 # Download target. Created here, owned by node, so that an empty named volume
 # mounted on it inherits this ownership on first use.

@@ -2,7 +2,7 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-/** Folders that must not import each other: shared/ imports neither side; api/ and worker/ stay apart. */
+/** Folders that must not import each other: shared/ imports neither side; api/ and worker/ stay apart; cli/ imports only shared/. */
 const boundary = (patterns, message) => ({
   'no-restricted-imports': ['error', { patterns: [{ group: patterns, message }] }],
 });
@@ -23,5 +23,6 @@ export default tseslint.config(
   { files: ['shared/**/*.ts'], rules: boundary(['**/api/**', '**/worker/**', '**/runner/**'], 'shared/ is imported by api/ and worker/, never the other way round') },
   { files: ['api/**/*.ts'], rules: boundary(['**/worker/**', '**/runner/**'], 'api/ must not import worker/ code: move shared code to shared/') },
   { files: ['worker/**/*.ts'], rules: boundary(['**/api/**', '**/runner/**'], 'worker/ must not import api/ code: move shared code to shared/') },
+  { files: ['cli/**/*.ts'], rules: boundary(['**/api/**', '**/worker/**', '**/runner/**'], 'cli/ talks to the API over HTTP: it may import shared/, never api/, worker/ or runner/ code') },
   { files: ['tests/**/*.ts', '*.config.ts'], rules: { 'no-console': 'off' } },
 );

@@ -7,6 +7,7 @@ import type { Logger } from '../shared/logger.js';
 import { readRedisHealth } from '../shared/redis.js';
 import { DASHBOARD_PATH } from './dashboard.js';
 import { createDrain, type Drain } from './drain.js';
+import { requestIds } from './request-id.js';
 import { createErrorHandler, notFoundHandler } from './error-handler.js';
 import { createRedisGuard } from './redis-guard.js';
 
@@ -34,13 +35,17 @@ export interface AppOptions {
   readonly corsOrigins?: readonly string[];
   /** TRUST_PROXY: proxies whose X-Forwarded-For is trusted for the client address (default 0). */
   readonly trustProxy?: number;
+  /** Counts every request (api/metrics.ts). */
+  readonly httpMetrics?: RequestHandler;
 }
 
 /** Builds the Express app. It never listens: main.ts does, and tests call it in-process. */
-export function createApp({ logger, redis, routers, drain = createDrain(), readyTimeoutMs = 500, corsOrigins = [], trustProxy = 0 }: AppOptions): Express {
+export function createApp({ logger, redis, routers, drain = createDrain(), readyTimeoutMs = 500, corsOrigins = [], trustProxy = 0, httpMetrics }: AppOptions): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', trustProxy > 0 ? trustProxy : false);
+  app.use(requestIds(logger));
+  if (httpMetrics) app.use(httpMetrics);
   // Standard security headers; Bull Board's page needs its inline scripts and styles, so the
   // dashboard gets every header but the content security policy.
   const headers = helmet();

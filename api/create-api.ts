@@ -12,6 +12,8 @@ import { createApp, type MountedRouter } from './app.js';
 import { createCancelJob } from './cancel-job.js';
 import { callerScope, createAuth } from './auth.js';
 import { createDashboardRouter, DASHBOARD_PATH, sameOriginWrites } from './dashboard.js';
+import { createApiMetrics, createMetricsRouter } from './metrics.js';
+import { createOpenApiRouter } from './openapi.js';
 import { createSubmitRateLimit } from './rate-limit.js';
 import { createStreamTokens } from './stream-tokens.js';
 import { createDownloadRouter } from './download-routes.js';
@@ -19,6 +21,7 @@ import { createDrain, type Drain } from './drain.js';
 import { createJobStore, type JobStore } from './job-store.js';
 import { createLogStreamHandler } from './log-stream.js';
 import { createLogTail, type LogTail } from './log-tail.js';
+import { createWebPageRouter } from './web-page.js';
 
 export interface ApiDependencies {
   readonly config: Config;
@@ -52,6 +55,7 @@ export function createApi({ config, logger, redis, blockingRedis, heartbeatMs }:
   queue.on('error', onQueueError);
   const batchQueue = new Queue<BatchData, JobResult>(keys.batches.queueName, { connection: redis, prefix: keys.queuePrefix });
   batchQueue.on('error', onQueueError);
+  const metrics = createApiMetrics(redis, [queue, batchQueue]);
   const jobLog = createJobLog({ redis, keys, maxLines: config.maxLogLines, ttlSeconds: config.logTtlSeconds });
   const jobStore = createJobStore({
     redis,
@@ -71,6 +75,7 @@ export function createApi({ config, logger, redis, blockingRedis, heartbeatMs }:
     keys,
     logger,
     drain,
+    onClient: (delta) => metrics.sseClients(delta),
     ...(heartbeatMs !== undefined ? { heartbeatMs } : {}),
   });
   const cancelJob = createCancelJob({ redis, queue, batchQueue, keys, jobStore, jobLog, ttlSeconds: config.jobTtlSeconds });
@@ -84,14 +89,18 @@ export function createApi({ config, logger, redis, blockingRedis, heartbeatMs }:
   });
   const submitLimit = createSubmitRateLimit({ redis, keys, perMinute: config.rateLimitPerMinute, scope: callerScope });
   const downloads = createDownloadRouter({ jenkinsUrl: config.jenkins.url, jobStore, jobLog, logStream, cancelJob, auth, streamTokens, submitLimit });
-  const routers: MountedRouter[] = [{ path: '/', router: downloads }];
+  const routers: MountedRouter[] = [{ path: '/', router: createOpenApiRouter(config.jenkins.url) }, { path: '/', router: downloads }];
+  routers.push({ path: '/', router: createWebPageRouter() });
+  // /metrics needs the read role unless METRICS_PUBLIC=true.
+  const metricsGuards = config.auth.metricsPublic ? [] : [auth.identify, auth.require('read')];
+  routers.push({ path: '/', router: createMetricsRouter(metrics.registry, metricsGuards) });
   if (config.dashboardEnabled) {
     // Admins only (HTTP Basic for browsers), and no write action started by another site.
     const dashboard = Router();
     dashboard.use(auth.identify, auth.require('admin'), sameOriginWrites, createDashboardRouter([queue, batchQueue], { readOnly: config.dashboardReadOnly }));
     routers.push({ path: DASHBOARD_PATH, router: dashboard, requiresRedis: true });
   }
-  const app = createApp({ logger, redis, routers, drain, corsOrigins: config.corsOrigins, trustProxy: config.trustProxy });
+  const app = createApp({ logger, redis, routers, drain, corsOrigins: config.corsOrigins, trustProxy: config.trustProxy, httpMetrics: metrics.httpMiddleware });
   return {
     app,
     queue,

@@ -1,6 +1,7 @@
 import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
 import { AppError, NotFoundError, RateLimitedError, RedisFullError, RedisUnavailableError, UnauthorizedError, ValidationError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
+import { requestLogger } from './request-id.js';
 import { isRedisConnectionError, isRedisFullError } from '../shared/redis.js';
 
 export { isRedisConnectionError } from '../shared/redis.js';
@@ -103,8 +104,10 @@ export const notFoundHandler: RequestHandler = (req, _res, next) => {
   next(new NotFoundError(`No route for ${req.method} ${req.path}`));
 };
 
-export function createErrorHandler(logger: Logger): ErrorRequestHandler {
+export function createErrorHandler(rootLogger: Logger): ErrorRequestHandler {
   return (error: unknown, req, res, _next) => {
+    // The request's own logger, so each line carries its request_id.
+    const logger = requestLogger(res, rootLogger);
     if (res.locals[ANSWERED_EARLY] === true) {
       // The guard answered 503 while the route waited for Redis; this is the route giving up later.
       logger.debug('request ended after its answer was sent', { method: req.method, path: req.path, error });

@@ -23,6 +23,8 @@ export interface LogStreamOptions {
   readonly replayBatch?: number;
   /** Bytes buffered for one slow client before it is disconnected (it resumes with Last-Event-ID). */
   readonly maxBufferedBytes?: number;
+  /** Told when a stream opens (+1) and ends (-1): the SSE clients gauge. */
+  readonly onClient?: (delta: 1 | -1) => void;
 }
 
 /** Milliseconds a finished job's worker gets to write the end of its log before an API does. */
@@ -88,6 +90,8 @@ export function createLogStreamHandler(options: LogStreamOptions) {
 
     let done = false;
     const cleanups: Array<() => void> = [];
+    options.onClient?.(1);
+    cleanups.push(() => options.onClient?.(-1));
     const finish = () => {
       if (done) return;
       done = true;

@@ -201,7 +201,13 @@ async function main(): Promise<void> {
   const env = { ...process.env, REDIS_URL: redisUrl, PORT: String(port) };
   const script = (rel: string) => fileURLToPath(new URL(rel, import.meta.url));
   children.api = launch('api', process.execPath, [script('../api/main.js')], env);
-  for (let i = 1; i <= workers; i += 1) children.workers.push(launch(`worker-${i}`, process.execPath, [script('../worker/main.js')], env));
+  // Each worker serves its own /metrics: METRICS_PORT, METRICS_PORT+1, ... when set, else free ports.
+  const metricsUrls: string[] = [];
+  for (let i = 1; i <= workers; i += 1) {
+    const metricsPort = config.metricsPort !== undefined && config.metricsPort > 0 ? config.metricsPort + i - 1 : await freePort(config.host);
+    metricsUrls.push(`http://${urlHost(config.host, false)}:${metricsPort}/metrics`);
+    children.workers.push(launch(`worker-${i}`, process.execPath, [script('../worker/main.js')], { ...env, METRICS_PORT: String(metricsPort) }));
+  }
 
   const api = `http://${urlHost(config.host, false)}:${port}`;
   if (!(await apiReady(`http://${urlHost(config.host, true)}:${port}`))) {
@@ -212,6 +218,7 @@ async function main(): Promise<void> {
   const dashboard = config.dashboardEnabled ? `${api}/admin/queues` : 'disabled (DASHBOARD_ENABLED=false)';
   process.stdout.write(
     `\nferry is running (1 API, ${workers} worker${workers === 1 ? '' : 's'})\n  API:       ${api}\n  Dashboard: ${dashboard}\n` +
+      `  Metrics:   ${api}/metrics, workers ${metricsUrls.join(' ')}\n` +
       `  Redis:     ${redisUrl}${privateRedis ? ' (private, data in ./data)' : ''}\nPress Ctrl+C to stop.\n\n`,
   );
 }

@@ -163,7 +163,9 @@ const ConfigSchema = z
     TRUST_PROXY: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).max(10).default(0)),
     /** Browser origins allowed to call the API (CORS), comma-separated; empty: none. */
     CORS_ORIGINS: z.preprocess(emptyAsUndefined, originList),
-    /** Serve the Bull Board dashboard at /admin/queues. */
+    /** Worker only: serve Prometheus metrics on this port (unset: none). */
+    METRICS_PORT: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).max(65_535).optional()),
+    /** Serve Bull Board at /admin/queues. */
     DASHBOARD_ENABLED: z.preprocess(emptyAsUndefined, booleanString(true)),
   })
   .transform((env) => ({
@@ -202,6 +204,7 @@ const ConfigSchema = z
       metricsPublic: env.METRICS_PUBLIC,
     },
     dashboardReadOnly: env.DASHBOARD_READ_ONLY,
+    metricsPort: env.METRICS_PORT,
     rateLimitPerMinute: env.RATE_LIMIT_PER_MINUTE,
     trustProxy: env.TRUST_PROXY,
     corsOrigins: env.CORS_ORIGINS,

@@ -2,7 +2,7 @@ import { Queue, type Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../shared/config.js';
 import type { BatchData, JobData, JobResult } from '../shared/job-contract.js';
-import { createJobLog } from '../shared/job-log.js';
+import { createJobLog, type JobLog } from '../shared/job-log.js';
 import { publishProgress } from '../shared/job-progress.js';
 import { createKeys } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
@@ -11,6 +11,7 @@ import { createDownloadProcessor } from './download-processor.js';
 import { createDownloadWorker } from './download-worker.js';
 import { createFolderLock } from './folder-lock.js';
 import { ABORT, createLeaseTracker, withJobControls } from './job-controls.js';
+import { createWorkerMetrics, type WorkerMetrics } from './metrics.js';
 import { createPartSweeper, type PartSweeper } from './part-sweeper.js';
 import { createJenkinsClient } from './jenkins-client.js';
 
@@ -33,6 +34,8 @@ export interface WorkerRuntime {
   readonly batches: Worker<BatchData, JobResult>;
   /** Removes .part files no live job owns (started by run()). */
   readonly sweeper: PartSweeper;
+  /** This process's Prometheus metrics (served on METRICS_PORT by main.ts). */
+  readonly metrics: WorkerMetrics;
   /** Starts taking jobs; resolves when both workers have stopped. */
   run(): Promise<void>;
   /**
@@ -46,7 +49,17 @@ export interface WorkerRuntime {
 export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntime {
   const { config, logger, redis } = options;
   const keys = createKeys(config.queuePrefix);
-  const jobLog = createJobLog({ redis, keys, maxLines: config.maxLogLines, ttlSeconds: config.logTtlSeconds });
+  const metrics = createWorkerMetrics(redis);
+  const baseLog = createJobLog({ redis, keys, maxLines: config.maxLogLines, ttlSeconds: config.logTtlSeconds });
+  // Every line a job publishes is counted.
+  const jobLog: JobLog = {
+    ...baseLog,
+    append: async (jobId, message) => {
+      const cursor = await baseLog.append(jobId, message);
+      metrics.logLine();
+      return cursor;
+    },
+  };
   if (config.transfer.tlsInsecure) {
     logger.warn('JENKINS_TLS_INSECURE=true: TLS certificates of Jenkins are NOT verified; anyone on the path can read the credentials');
   }
@@ -59,12 +72,16 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     caFile: config.transfer.caFile,
     tlsInsecure: config.transfer.tlsInsecure,
     ...(options.retryBaseDelayMs !== undefined ? { retryBaseDelayMs: options.retryBaseDelayMs } : {}),
-    onRetry: (message) => logger.info('retrying Jenkins request', { detail: message }),
+    onRetry: (message) => {
+      metrics.retried(message);
+      logger.info('retrying Jenkins request', { detail: message });
+    },
   });
   const leases = createLeaseTracker(config.jobLockMs);
-  const controls = { jobLog, logger, leases, timeoutMs: config.jobTimeoutMs };
+  const controls = { jobLog, logger, leases, timeoutMs: config.jobTimeoutMs, metrics };
   const processor = createDownloadProcessor({
     canWrite: (jobId) => leases.check(jobId),
+    onBytes: (bytes) => metrics.bytesDownloaded(bytes),
     jenkins,
     jobLog,
     logger,
@@ -120,6 +137,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     downloads,
     batches,
     sweeper,
+    metrics,
     async run() {
       sweeper.start(config.partSweepIntervalMs);
       await Promise.all([downloads.run(), batches.run()]);

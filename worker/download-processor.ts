@@ -31,6 +31,8 @@ export interface DownloadProcessorOptions {
   readonly progressIntervalMs?: number;
   /** False once this process may no longer write a job's files (see worker/job-controls.ts). */
   readonly canWrite?: (jobId: string) => boolean;
+  /** Bytes just written to disk (for metrics). */
+  readonly onBytes?: (bytes: number) => void;
 }
 
 type Log = (message: string) => Promise<unknown>;
@@ -88,6 +90,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
         },
         onProgress: (bytes) => {
           progress.update({ bytes_done: bytes - countedBytes });
+          options.onBytes?.(bytes - countedBytes);
           countedBytes = bytes;
         },
         onNote: (message) => fire(log, `${prefix} ${module.name}: ${file.relativePath}: ${message}`),

@@ -166,13 +166,17 @@ export function createJenkinsClient(options: JenkinsClientOptions): JenkinsClien
   };
 
   const client: JenkinsClient = {
-    retry(operation, signal, what, onRetry = options.onRetry) {
+    retry(operation, signal, what, onRetry) {
       return withRetries(operation, {
         retries,
         signal,
         ...(options.retryBaseDelayMs !== undefined ? { baseDelayMs: options.retryBaseDelayMs } : {}),
-        onRetry: (error, attempt, delayMs) =>
-          onRetry?.(`${error.message}; retry ${attempt}/${retries} in ${(delayMs / 1000).toFixed(1)} s`),
+        onRetry: (error, attempt, delayMs) => {
+          const message = `${error.message}; retry ${attempt}/${retries} in ${(delayMs / 1000).toFixed(1)} s`;
+          // The client's own listener (metrics, process log) hears every retry; the caller's (a job log) too.
+          options.onRetry?.(message);
+          onRetry?.(message);
+        },
       });
     },
 

@@ -1,7 +1,9 @@
 import { UnrecoverableError, WaitingError, type Job } from 'bullmq';
 import type { JobResult } from '../shared/job-contract.js';
 import type { JobLog } from '../shared/job-log.js';
+import { isCancelReason } from '../shared/job-contract.js';
 import type { Logger } from '../shared/logger.js';
+import type { WorkerMetrics } from './metrics.js';
 
 /** Why a worker aborts a job's AbortSignal itself (a cancel uses CANCELLED_PREFIX reasons). */
 export const ABORT = Object.freeze({
@@ -58,6 +60,8 @@ export interface JobControlsOptions {
   readonly leases: LeaseTracker;
   /** JOB_TIMEOUT_SECONDS, in milliseconds. */
   readonly timeoutMs: number;
+  /** Counts attempts and their outcomes (worker/metrics.ts). */
+  readonly metrics?: Pick<WorkerMetrics, 'jobStarted' | 'jobFinished'>;
 }
 
 /**
@@ -68,7 +72,7 @@ export interface JobControlsOptions {
  * BullMQ state, which belongs to the new owner now.
  */
 export function withJobControls<Data>(inner: Processor<Data>, options: JobControlsOptions): Processor<Data> {
-  const { jobLog, logger, leases, timeoutMs } = options;
+  const { jobLog, logger, leases, timeoutMs, metrics } = options;
   // Three declared parameters: BullMQ passes the AbortSignal only to processors whose length is 3.
   return async (job, token, jobSignal) => {
     const jobId = job.id as string;
@@ -78,18 +82,28 @@ export function withJobControls<Data>(inner: Processor<Data>, options: JobContro
     jobSignal?.addEventListener('abort', forward, { once: true });
     const timer = setTimeout(() => controller.abort(ABORT.timeout), timeoutMs);
     leases.start(jobId, () => controller.abort(ABORT.lockLost));
+    const started = Date.now();
+    let outcome: 'completed' | 'failed' | 'cancelled' | 'handed_back' = 'failed';
+    let failure = '';
+    metrics?.jobStarted(job.queueName);
     try {
-      return await inner(job, token, controller.signal);
+      const result = await inner(job, token, controller.signal);
+      outcome = 'completed';
+      return result;
     } catch (error) {
+      failure = error instanceof Error ? error.message : String(error);
+      if (isCancelReason(failure)) outcome = 'cancelled';
       const reason: unknown = controller.signal.aborted ? controller.signal.reason : undefined;
       if (reason === ABORT.shutdown && token) {
         await jobLog.append(jobId, 'This worker is shutting down: the job goes back to the queue and another worker resumes it');
         await job.moveToWait(token);
+        outcome = 'handed_back';
         logger.info('job handed back on shutdown', { job_id: jobId });
         throw new WaitingError();
       }
       if (reason === ABORT.timeout) {
-        throw new UnrecoverableError(`Job ran longer than JOB_TIMEOUT_SECONDS (${Math.round(timeoutMs / 1_000)} s) and was stopped`);
+        failure = `Job ran longer than JOB_TIMEOUT_SECONDS (${Math.round(timeoutMs / 1_000)} s) and was stopped`;
+        throw new UnrecoverableError(failure);
       }
       if (reason === ABORT.lockLost) {
         logger.warn('job lock lost; stopped writing its files', { job_id: jobId });
@@ -97,6 +111,7 @@ export function withJobControls<Data>(inner: Processor<Data>, options: JobContro
       }
       throw error;
     } finally {
+      metrics?.jobFinished(job.queueName, outcome, (Date.now() - started) / 1_000, failure);
       clearTimeout(timer);
       jobSignal?.removeEventListener('abort', forward);
       leases.end(jobId);

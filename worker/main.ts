@@ -5,6 +5,7 @@ import { createLogger } from '../shared/logger.js';
 import { checkMaxmemoryPolicy, createRedis } from '../shared/redis.js';
 import { createShutdown } from '../shared/shutdown.js';
 import { createWorkerRuntime } from './create-worker-runtime.js';
+import { serveWorkerMetrics } from './metrics.js';
 
 /** Composition root of a worker process: the only place that reads the environment. */
 async function main(): Promise<void> {
@@ -27,6 +28,11 @@ async function main(): Promise<void> {
   // Registered after Redis, so it runs first: stop taking jobs and let running ones finish.
   shutdown.add('worker', () => worker.close());
 
+  if (config.metricsPort !== undefined) {
+    const metrics = await serveWorkerMetrics(worker.metrics.registry, config.host, config.metricsPort);
+    shutdown.add('metrics server', () => new Promise<void>((resolve) => metrics.server.close(() => resolve())));
+    logger.info('worker metrics listening', { url: `http://${config.host}:${metrics.port}/metrics` });
+  }
   logger.info('worker started', {
     concurrency: config.workerConcurrency,
     download_dir: config.downloadDir,

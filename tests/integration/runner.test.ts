@@ -104,6 +104,12 @@ describe('npm start runner', () => {
     await waitFor(() => output.includes('Press Ctrl+C to stop.'), 'the banner with the dashboard URL', 5_000);
     expect(existsSync(path.join(tmp, 'data')), output).toBe(true);
     expect(output).toContain(`${baseUrl}/admin/queues`);
+    // Each worker serves its own /metrics.
+    const workerMetrics = /workers (.+)\n/.exec(output)?.[1]?.split(' ') ?? [];
+    expect(new Set(workerMetrics).size, output).toBe(1);
+    for (const url of workerMetrics) {
+      await waitFor(async () => (await fetch(url, { signal: AbortSignal.timeout(1_000) }).catch(() => null))?.status === 200, `worker metrics at ${url}`, 10_000);
+    }
     const redisPort = Number(/redis:\/\/127\.0\.0\.1:(\d+)/.exec(output)?.[1]);
     expect(redisPort, output).toBeGreaterThan(0);
     expect(await accepts(redisPort)).toBe(true);
