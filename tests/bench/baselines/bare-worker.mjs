@@ -1,0 +1,53 @@
+// Baseline of the small-jobs and cold-start scenarios: a bare BullMQ worker, the same kind of
+// process as `node dist/worker/main.js` (one ioredis connection made by ferry's createRedis with the
+// worker's options, WORKER_CONCURRENCY jobs at once, a keep-alive HTTP agent), that for each job
+// reads the build's api/json and writes every artifact to DOWNLOAD_DIR/<release>/<job>/<build>/ with
+// http.get piped into a file. No retries, resume, hashing, fsync, rename, folder lock, manifest, log
+// or progress: what ferry does on top is the difference the bench measures.
+// Env: REDIS_URL, QUEUE_PREFIX, DOWNLOAD_DIR, WORKER_CONCURRENCY.
+import { Buffer } from 'node:buffer';
+import { createWriteStream } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import process from 'node:process';
+import { pipeline } from 'node:stream/promises';
+import { URL } from 'node:url';
+import { Worker } from 'bullmq';
+import { createLogger } from '../../../dist/shared/logger.js';
+import { createRedis } from '../../../dist/shared/redis.js';
+
+const logger = createLogger({ service: 'bare-worker', level: 'warn' });
+const redis = createRedis(process.env.REDIS_URL ?? '', 'worker', logger, 'bare-worker');
+const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+const downloadDir = process.env.DOWNLOAD_DIR ?? './downloads';
+
+const get = (url) =>
+  new Promise((resolve, reject) => {
+    http.get(url, { agent }, (res) => (res.statusCode === 200 ? resolve(res) : reject(new Error(`HTTP ${res.statusCode} for ${url}`)))).on('error', reject);
+  });
+
+const worker = new Worker(
+  'downloads',
+  async (job) => {
+    const buildUrl = job.data.job_url;
+    const chunks = [];
+    for await (const chunk of await get(`${buildUrl}api/json?tree=number,artifacts[fileName,relativePath]`)) chunks.push(chunk);
+    const build = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    const segments = new URL(buildUrl).pathname.split('/').filter(Boolean);
+    const dir = path.join(downloadDir, job.data.release, segments.at(-2) ?? 'job', String(build.number));
+    await Promise.all(
+      build.artifacts.map(async ({ relativePath }) => {
+        const target = path.join(dir, relativePath);
+        await mkdir(path.dirname(target), { recursive: true });
+        await pipeline(await get(`${buildUrl}artifact/${relativePath}`), createWriteStream(target));
+      }),
+    );
+    return { files: build.artifacts.length };
+  },
+  { connection: redis, prefix: process.env.QUEUE_PREFIX ?? '{bare}', concurrency: Number(process.env.WORKER_CONCURRENCY ?? 2) },
+);
+worker.on('error', (error) => logger.warn('worker error', { error: error.message }));
+const stop = () => void worker.close().finally(() => redis.disconnect());
+process.once('SIGTERM', stop);
+process.once('SIGINT', stop);

@@ -1,0 +1,111 @@
+/**
+ * ferry's processes as the bench runs them: the real entry points (`node dist/api/main.js`,
+ * `node dist/worker/main.js`, via tests/helpers/processes.ts) against the scenario's private Redis
+ * and fake Jenkins, with the default settings except where a scenario says otherwise.
+ */
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { v7 as uuidv7 } from 'uuid';
+import type { JobData } from '../../shared/job-contract.js';
+import { createKeys } from '../../shared/keys.js';
+import { startScript, type ChildService } from '../helpers/processes.js';
+import { freePort } from '../helpers/redis-server.js';
+import { ROOT, startNode, waitFor200, type NodeChild } from './harness.js';
+
+/**
+ * The environment of ferry's processes: the defaults (LOG_LEVEL info, QUEUE_PREFIX {ferry}, no API
+ * tokens on loopback) plus `extra`, with the per-caller submit rate limit raised out of the way (the
+ * bench is one caller sending thousands of submits; the limiter still runs on every submit), and a
+ * 2 s SHUTDOWN_TIMEOUT_MS so the processes the bench stops once their work is done go in 0.5 s.
+ * With BENCH_CPU_PROF=<dir>, every ferry process writes a V8 CPU profile there when it exits.
+ */
+export function ferryEnv(redisUrl: string, jenkinsUrl: string, downloadDir: string, extra: Record<string, string> = {}): Record<string, string> {
+  const profile: Record<string, string> = process.env.BENCH_CPU_PROF ? { NODE_OPTIONS: `--import=${ROOT}tests/bench/cpu-profile.mjs` } : {};
+  return {
+    REDIS_URL: redisUrl,
+    JENKINS_URL: jenkinsUrl,
+    DOWNLOAD_DIR: downloadDir,
+    HOST: '127.0.0.1',
+    RATE_LIMIT_PER_MINUTE: '100000000',
+    SHUTDOWN_TIMEOUT_MS: '2000',
+    ...profile,
+    ...extra,
+  };
+}
+
+export interface RunningApi {
+  readonly url: string;
+  readonly service: ChildService;
+}
+
+/** Starts `node dist/api/main.js` on a free port and waits for /readyz 200. */
+export async function startFerryApi(env: Record<string, string>): Promise<RunningApi> {
+  const port = await freePort();
+  const service = startScript('api', { ...env, PORT: String(port) });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor200(`${url}/readyz`, asNodeChild(service));
+  return { url, service };
+}
+
+/** Starts the bench's bare Express + queue.add process (tests/bench/baselines/bare-api.mjs). */
+export async function startBareApi(redisUrl: string, prefix = '{bare}'): Promise<{ url: string; process: NodeChild }> {
+  const port = await freePort();
+  const child = startNode('tests/bench/baselines/bare-api.mjs', [], { REDIS_URL: redisUrl, PORT: String(port), QUEUE_PREFIX: prefix });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor200(`${url}/readyz`, child);
+  return { url, process: child };
+}
+
+/** A ChildService seen through the harness's NodeChild interface (for waitFor200). */
+export function asNodeChild(service: ChildService): NodeChild {
+  return {
+    child: service.child,
+    pid: service.child.pid as number,
+    output: service.output,
+    exited: new Promise((resolve) => service.child.once('exit', (code) => resolve(code))),
+    stop: (graceMs) => service.stop(graceMs),
+  };
+}
+
+/** POSTs a download to a ferry API; returns the job id (throws unless 202). */
+export async function submitDownload(apiUrl: string, jobUrl: string): Promise<string> {
+  const response = await fetch(`${apiUrl}/api/v1/jenkins/download`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ job_url: jobUrl }),
+  });
+  const body = (await response.json()) as { job_id?: string };
+  if (response.status !== 202 || !body.job_id) throw new Error(`submit answered ${response.status}: ${JSON.stringify(body)}`);
+  return body.job_id;
+}
+
+/**
+ * Adds `count` pending downloads straight to ferry's queue, as the API's submit stores them (the
+ * same job data, options and job index entry; UUIDv7 ids), with queue.addBulk in batches: a fast
+ * way to a deep queue. Returns the ids in order of addition.
+ */
+export async function fillQueue(redis: Redis, prefix: string, count: number, jobUrl: (index: number) => string, batchSize = 1_000): Promise<string[]> {
+  const keys = createKeys(prefix);
+  const queue = new Queue<JobData>(keys.queueName, { connection: redis, prefix: keys.queuePrefix });
+  const ids: string[] = [];
+  try {
+    for (let start = 0; start < count; start += batchSize) {
+      const batch = Array.from({ length: Math.min(batchSize, count - start) }, (_, offset) => {
+        const id = uuidv7();
+        ids.push(id);
+        const data: JobData = { job_url: jobUrl(start + offset), release: '6.4', skip_existing: true, artifacts: [], accepted_at: new Date().toISOString() };
+        return {
+          name: 'download',
+          data,
+          opts: { jobId: id, attempts: 3, backoff: { type: 'exponential', delay: 5_000 }, removeOnComplete: { age: 86_400 }, removeOnFail: { age: 86_400 } },
+        };
+      });
+      const index = redis.pipeline();
+      for (const job of batch) index.zadd(keys.jobIndex, 0, job.opts.jobId);
+      await Promise.all([index.exec(), queue.addBulk(batch)]);
+    }
+  } finally {
+    await queue.close();
+  }
+  return ids;
+}

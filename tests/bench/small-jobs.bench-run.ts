@@ -1,0 +1,179 @@
+/**
+ * Scenario 5, many small jobs: 2,000 jobs (200 in quick mode), each one build of one module with
+ * three 10 KB artifacts, run by 2 ferry worker processes (default WORKER_CONCURRENCY) and submitted
+ * through ferry's API; jobs per second from the first submit to the last job's finishedOn. The
+ * baseline, in the same run: 2 bare BullMQ worker processes (tests/bench/baselines/bare-worker.mjs)
+ * with the same concurrency that read each build's api/json and write the same files, with the jobs
+ * added straight to their queue.
+ */
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { it } from 'vitest';
+import { createKeys } from '../../shared/keys.js';
+import { startFakeJenkins } from '../helpers/fake-jenkins.js';
+import { startScript, type ChildService } from '../helpers/processes.js';
+import { startRedisServer } from '../helpers/redis-server.js';
+import { ferryEnv, startFerryApi, submitDownload } from './ferry-fleet.js';
+import { createReport, describeMachine, processCpuSeconds, QUICK, sleep, startNode, type NodeChild } from './harness.js';
+
+const JOBS = QUICK ? 200 : 2_000;
+const FILES_PER_JOB = 3;
+const FILE_BYTES = 10_000;
+const WORKERS = 2;
+const CONCURRENCY = 2;
+/** Submissions in flight at once (the API, or queue.add for the baseline). */
+const SUBMITTERS = 8;
+
+/** Runs `submit(index)` for every job, SUBMITTERS at a time. */
+async function submitAll(submit: (index: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: SUBMITTERS }, async () => {
+      while (next < JOBS) await submit(next++);
+    }),
+  );
+}
+
+/** Calls per Redis command so far (INFO commandstats). */
+async function commandCalls(redis: Redis): Promise<Map<string, number>> {
+  const calls = new Map<string, number>();
+  for (const match of (await redis.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls.set(match[1] as string, Number(match[2]));
+  return calls;
+}
+
+/** Commands per job between two commandstats readings, busiest first, and their total. */
+function perJob(before: Map<string, number>, after: Map<string, number>): { total: number; top: string } {
+  const rows = [...after].map(([name, calls]) => [name, (calls - (before.get(name) ?? 0)) / JOBS] as const).filter(([, n]) => n > 0.01);
+  rows.sort((a, b) => b[1] - a[1]);
+  return { total: rows.reduce((sum, [, n]) => sum + n, 0), top: rows.slice(0, 8).map(([name, n]) => `${name} ${n.toFixed(1)}`).join(', ') };
+}
+
+/** Files under `dir`, recursively. */
+async function countFiles(dir: string): Promise<number> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  return entries.filter((entry) => entry.isFile()).length;
+}
+
+it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', async () => {
+  const redisServer = await startRedisServer();
+  const redis = new Redis(redisServer.url);
+  const jenkins = await startFakeJenkins();
+  const report = createReport(
+    'small-jobs',
+    `5. Many small jobs: ${JOBS.toLocaleString('en-US')} jobs x ${FILES_PER_JOB} artifacts of ${FILE_BYTES / 1000} kB, ${WORKERS} worker processes x concurrency ${CONCURRENCY}, vs bare BullMQ workers`,
+    await describeMachine(redis),
+  );
+  const work = await mkdtemp(path.join(os.tmpdir(), 'ferry-bench-small-'));
+  const builds = Array.from({ length: JOBS }, (_, index) =>
+    jenkins.addBuild(['QA_Release_6.4', 'small-suite'], index + 1, {
+      artifacts: Array.from({ length: FILES_PER_JOB }, (__, file) => ({ relativePath: `hapy/reports/junit/suite-${file}.xml`, size: FILE_BYTES })),
+    }),
+  );
+
+  /** Polls the queue's completed and failed sets until every job is in one; returns the last finishedOn. */
+  const waitForAll = async (prefix: string, processes: Array<{ exitCode: () => number | null; output: () => string }>) => {
+    const bull = `${prefix}:downloads`;
+    const deadline = Date.now() + 240_000;
+    for (;;) {
+      const [completed, failed] = await Promise.all([redis.zcard(`${bull}:completed`), redis.zcard(`${bull}:failed`)]);
+      if (completed + failed >= JOBS) {
+        const ids = await redis.zrange(`${bull}:completed`, 0, -1);
+        const pipeline = redis.pipeline();
+        for (const id of ids) pipeline.hget(`${bull}:${id}`, 'finishedOn');
+        const finished = ((await pipeline.exec()) ?? []).map(([, value]) => Number(value));
+        return { completed, failed, lastFinishedOn: Math.max(...finished) };
+      }
+      const dead = processes.find((p) => p.exitCode() !== null);
+      if (dead) throw new Error(`a worker exited: ${dead.output()}`);
+      if (Date.now() > deadline) throw new Error(`only ${completed} completed and ${failed} failed of ${JOBS} after 240 s`);
+      await sleep(50);
+    }
+  };
+
+  const processCpu = (pids: number[]) => pids.reduce((sum, pid) => sum + processCpuSeconds(pid), 0);
+
+  try {
+    // Baseline: bare workers, jobs added straight to their queue.
+    const bareDir = path.join(work, 'bare');
+    const bareWorkers: NodeChild[] = Array.from({ length: WORKERS }, () =>
+      startNode('tests/bench/baselines/bare-worker.mjs', [], {
+        REDIS_URL: redisServer.url,
+        QUEUE_PREFIX: '{bare}',
+        DOWNLOAD_DIR: bareDir,
+        WORKER_CONCURRENCY: String(CONCURRENCY),
+      }),
+    );
+    const bareQueue = new Queue('downloads', { connection: redis, prefix: '{bare}' });
+    await sleep(1_000); // the workers connect and start polling
+    const bareCpuBefore = processCpu(bareWorkers.map((w) => w.pid));
+    const bareCallsBefore = await commandCalls(redis);
+    const bareStarted = Date.now();
+    await submitAll((index) => bareQueue.add('download', { job_url: builds[index], release: '6.4' }));
+    const bareSubmitSeconds = (Date.now() - bareStarted) / 1000;
+    const bare = await waitForAll('{bare}', bareWorkers.map((w) => ({ exitCode: () => w.child.exitCode, output: w.output })));
+    const bareCpu = processCpu(bareWorkers.map((w) => w.pid)) - bareCpuBefore;
+    const bareCommands = perJob(bareCallsBefore, await commandCalls(redis));
+    const bareSeconds = (bare.lastFinishedOn - bareStarted) / 1000;
+    const bareFiles = await countFiles(bareDir);
+    report.log(
+      `bare: ${bare.completed} completed, ${bare.failed} failed in ${bareSeconds.toFixed(1)} s (${(JOBS / bareSeconds).toFixed(0)} jobs/s; ` +
+        `adds took ${bareSubmitSeconds.toFixed(1)} s); ${bareFiles} files; worker CPU ${bareCpu.toFixed(1)} s`,
+    );
+    await Promise.all(bareWorkers.map((w) => w.stop()));
+    await bareQueue.close();
+
+    // ferry: its API and 2 worker processes with the default settings.
+    const ferryDir = path.join(work, 'ferry');
+    const env = ferryEnv(redisServer.url, jenkins.url, ferryDir);
+    const api = await startFerryApi(env);
+    const workers: ChildService[] = Array.from({ length: WORKERS }, () => startScript('worker', { ...env, WORKER_CONCURRENCY: String(CONCURRENCY) }));
+    try {
+      await sleep(1_000);
+      const pids = workers.map((w) => w.child.pid as number);
+      const apiPid = api.service.child.pid as number;
+      const [ferryCpuBefore, apiCpuBefore] = [processCpu(pids), processCpuSeconds(apiPid)];
+      const ferryCallsBefore = await commandCalls(redis);
+      const ferryStarted = Date.now();
+      await submitAll((index) => submitDownload(api.url, builds[index] as string));
+      const ferrySubmitSeconds = (Date.now() - ferryStarted) / 1000;
+      const ferry = await waitForAll(
+        createKeys('{ferry}').queuePrefix,
+        workers.map((w) => ({ exitCode: () => w.child.exitCode, output: w.output })),
+      );
+      const ferryCpu = processCpu(pids) - ferryCpuBefore;
+      const ferryCommands = perJob(ferryCallsBefore, await commandCalls(redis));
+      const apiCpu = processCpuSeconds(apiPid) - apiCpuBefore;
+      const ferrySeconds = (ferry.lastFinishedOn - ferryStarted) / 1000;
+      const ferryFiles = await countFiles(ferryDir);
+      report.log(
+        `ferry: ${ferry.completed} completed, ${ferry.failed} failed in ${ferrySeconds.toFixed(1)} s (${(JOBS / ferrySeconds).toFixed(0)} jobs/s; ` +
+          `submits took ${ferrySubmitSeconds.toFixed(1)} s); ${ferryFiles} files (with manifests); worker CPU ${ferryCpu.toFixed(1)} s, API CPU ${apiCpu.toFixed(1)} s`,
+      );
+      report.figure(`small jobs throughput (${JOBS.toLocaleString('en-US')} jobs)`, 'jobs/s', JOBS / ferrySeconds, {
+        baseline: JOBS / bareSeconds,
+        goal: { ratioAtLeast: 0.7 },
+      });
+      report.figure('worker CPU per job', 'ms', (ferryCpu / JOBS) * 1000, { baseline: (bareCpu / JOBS) * 1000 });
+      report.figure('Redis commands per job (submit to completion)', 'cmds', ferryCommands.total, { baseline: bareCommands.total });
+      report.note(`Redis commands per job, ferry: ${ferryCommands.top}; bare: ${bareCommands.top}`);
+      report.figure('jobs completed', 'jobs', ferry.completed, { baseline: bare.completed, goal: { text: `= ${JOBS}`, pass: ferry.completed === JOBS } });
+      report.figure('files written (artifacts + manifests)', 'files', ferryFiles, {
+        baseline: bareFiles,
+        goal: { text: `= ${JOBS * (FILES_PER_JOB + 1)}`, pass: ferryFiles === JOBS * (FILES_PER_JOB + 1) },
+      });
+    } finally {
+      await Promise.all(workers.map((w) => w.stop()));
+      await api.service.stop();
+    }
+    report.note('the clock runs from the first submit to the greatest finishedOn; the fake Jenkins serves both from the bench process');
+  } finally {
+    redis.disconnect();
+    await jenkins.close();
+    await redisServer.stop();
+    await rm(work, { recursive: true, force: true });
+    await report.save();
+  }
+});
