@@ -65,6 +65,7 @@ export function createApi({ config, logger, redis, blockingRedis, heartbeatMs }:
     jobLog,
     attempts: config.jobAttempts,
     jobTtlSeconds: config.jobTtlSeconds,
+    waitReplicas: config.redisWait,
   });
   const tail = createLogTail({ blocking: blockingRedis, control: redis, logger });
   const drain = createDrain();

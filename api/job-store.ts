@@ -2,7 +2,7 @@ import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
-import { ConflictError, NotFoundError } from '../shared/errors.js';
+import { ConflictError, NotFoundError, RedisUnavailableError } from '../shared/errors.js';
 import {
   BatchDataSchema,
   BatchProgressSchema,
@@ -66,6 +66,11 @@ export interface JobStoreOptions {
   readonly jobTtlSeconds: number;
   /** Dedup tuning; the defaults suit production (see DEDUP_DEFAULTS). */
   readonly dedup?: Partial<DedupOptions>;
+  /**
+   * REDIS_WAIT_REPLICAS / REDIS_WAIT_TIMEOUT_MS: a submit is answered only once Redis WAIT confirms
+   * that many replicas hold the new job (else it fails with REDIS_UNAVAILABLE). 0 (default): no wait.
+   */
+  readonly waitReplicas?: { readonly replicas: number; readonly timeoutMs: number };
 }
 
 export interface DedupOptions {
@@ -260,6 +265,21 @@ export function createJobStore(options: JobStoreOptions): JobStore {
   };
 
   const get = async (jobId: string) => (await readMany([jobId]))[0] ?? null;
+
+  /**
+   * Redis replicates asynchronously: a failover right after a submit can lose a job already
+   * answered 202. WAIT on the connection that added the job returns once that many replicas have
+   * acknowledged every write it sent so far (the job included), or at the timeout with fewer.
+   */
+  const confirmReplicated = async () => {
+    const wanted = options.waitReplicas?.replicas ?? 0;
+    if (wanted <= 0) return;
+    const timeoutMs = options.waitReplicas?.timeoutMs ?? 1_000;
+    const acked = Number(await redis.call('WAIT', String(wanted), String(timeoutMs)));
+    if (acked < wanted) {
+      throw new RedisUnavailableError({ cause: new Error(`WAIT: ${acked} of ${wanted} replica(s) acknowledged the new job within ${timeoutMs} ms`) });
+    }
+  };
   const dedup: DedupOptions = { ...DEDUP_DEFAULTS, ...options.dedup };
 
   /** Adds the job whose id the caller has just written into the dedup pointer as `claimed`. */
@@ -284,6 +304,8 @@ export function createJobStore(options: JobStoreOptions): JobStore {
     }
     // Best effort: without it, a removed job's pointer is only recognised as stale after the grace.
     await compareAndSet(redis, pointerKey, claimed, formatPointer('queued', jobId)).catch(() => false);
+    // After the pointer, so it is replicated too: a retry after a 503 here finds this job (dedup).
+    await confirmReplicated();
     return { jobId, deduplicated: false, status: 'pending' };
   };
 
@@ -345,6 +367,7 @@ export function createJobStore(options: JobStoreOptions): JobStore {
         removeOnComplete: { age: options.jobTtlSeconds },
         removeOnFail: { age: options.jobTtlSeconds },
       });
+      await confirmReplicated();
       return jobId;
     },
 

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { loadConfig, loadDotEnv } from '../shared/config.js';
 import { ConfigError } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/logger.js';
-import { checkMaxmemoryPolicy, createRedis, waitForRedis } from '../shared/redis.js';
+import { checkMaxmemoryPolicy, createRedis, describeRedisTarget, waitForRedis } from '../shared/redis.js';
 import { createShutdown } from '../shared/shutdown.js';
 import { checkAuthSetup } from './auth.js';
 import { createApi } from './create-api.js';
@@ -56,8 +56,8 @@ async function main(): Promise<void> {
   const shutdown = createShutdown(logger, config.shutdownTimeoutMs);
   shutdown.onSignals((code) => process.exit(code));
 
-  const redis = createRedis(config.redisUrl, 'api', logger, 'api');
-  const blockingRedis = createRedis(config.redisUrl, 'worker', logger, 'api-log-tail');
+  const redis = createRedis(config.redis, 'api', logger, 'api');
+  const blockingRedis = createRedis(config.redis, 'worker', logger, 'api-log-tail');
   // Cleanups run last-in-first-out: HTTP first, then the queue and log tail, Redis last.
   shutdown.add('redis', async () => {
     await Promise.all([redis.quit().catch(() => redis.disconnect()), blockingRedis.quit().catch(() => blockingRedis.disconnect())]);
@@ -66,7 +66,7 @@ async function main(): Promise<void> {
   void checkMaxmemoryPolicy(redis, logger);
   // Listen even while Redis is down (requests then get 503 and /readyz says so), but give it a
   // moment first so a normal start does not answer its first requests with 503.
-  await waitForRedis(redis, 5_000).catch(() => logger.warn('Redis is not reachable yet; starting anyway', { redis: config.redisUrl }));
+  await waitForRedis(redis, 5_000).catch(() => logger.warn('Redis is not reachable yet; starting anyway', { redis: describeRedisTarget(config.redis) }));
   const api = createApi({ config, logger, redis, blockingRedis });
   shutdown.add('queue and log tail', () => api.close());
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
+import type { RedisTarget } from './redis.js';
 
 const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
@@ -15,6 +16,19 @@ const redisUrl = z
   .string()
   .url()
   .refine((value) => /^rediss?:$/.test(new URL(value).protocol), 'must be a redis:// or rediss:// URL');
+
+/** Comma-separated `host:port` entries (IPv6 as `[::1]:7000`). */
+const hostPortList = z
+  .string()
+  .transform((value) => value.split(',').map((entry) => entry.trim()).filter((entry) => entry.length > 0))
+  .refine((entries) => entries.length > 0, 'must list at least one host:port')
+  .refine((entries) => entries.every((entry) => /^(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}$/.test(entry)), 'must be comma-separated host:port entries')
+  .transform((entries) =>
+    entries.map((entry) => {
+      const colon = entry.lastIndexOf(':');
+      return { host: entry.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number(entry.slice(colon + 1)) };
+    }),
+  );
 
 const jenkinsUrl = z
   .string()
@@ -86,6 +100,25 @@ const ConfigSchema = z
     NODE_ENV: z.preprocess(emptyAsUndefined, z.string().default('development')),
     /** Redis to use; `npm start` starts a private one when unset. */
     REDIS_URL: z.preprocess(emptyAsUndefined, redisUrl.default('redis://127.0.0.1:6379')),
+    /** Redis Cluster seed nodes (`host:port`, comma-separated); set: Cluster mode. */
+    REDIS_CLUSTER_NODES: z.preprocess(emptyAsUndefined, hostPortList.optional()),
+    /** Redis Sentinels (`host:port`, comma-separated); set: Sentinel mode (with REDIS_SENTINEL_NAME). */
+    REDIS_SENTINELS: z.preprocess(emptyAsUndefined, hostPortList.optional()),
+    /** The master name the sentinels monitor. */
+    REDIS_SENTINEL_NAME: z.preprocess(emptyAsUndefined, z.string().min(1).optional()),
+    /** Cluster and Sentinel modes: ACL user and password of the Redis nodes (REDIS_URL carries its own). */
+    REDIS_USERNAME: z.preprocess(emptyAsUndefined, z.string().optional()),
+    REDIS_PASSWORD: z.preprocess(emptyAsUndefined, z.string().optional()),
+    /** Password of the sentinels themselves, when they require one. */
+    REDIS_SENTINEL_PASSWORD: z.preprocess(emptyAsUndefined, z.string().optional()),
+    /** Cluster and Sentinel modes: speak TLS to the Redis nodes (as `rediss://` does for REDIS_URL). */
+    REDIS_TLS: z.preprocess(emptyAsUndefined, booleanString(false)),
+    /** PEM file of the CA that signed the Redis servers' certificates (all modes, with TLS). */
+    REDIS_CA_FILE: z.preprocess(emptyAsUndefined, z.string().optional()),
+    /** Replicas that must hold a new job (Redis WAIT) before the API answers 202; 0: do not wait. */
+    REDIS_WAIT_REPLICAS: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).max(16).default(0)),
+    /** Milliseconds the API waits for those replicas before answering 503. */
+    REDIS_WAIT_TIMEOUT_MS: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(1).max(1_500, 'must be at most 1500 (API commands time out after 2000 ms)').default(1_000)),
     /** Address the API listens on. */
     HOST: z.preprocess(emptyAsUndefined, z.string().min(1).default('127.0.0.1')),
     /** Port the API listens on (0 picks a free one). */
@@ -168,9 +201,24 @@ const ConfigSchema = z
     /** Serve Bull Board at /admin/queues. */
     DASHBOARD_ENABLED: z.preprocess(emptyAsUndefined, booleanString(true)),
   })
+  .superRefine((env, context) => {
+    if (env.REDIS_CLUSTER_NODES && env.REDIS_SENTINELS) {
+      context.addIssue({ code: 'custom', path: ['REDIS_SENTINELS'], message: 'set either REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both' });
+    }
+    if (env.REDIS_CLUSTER_NODES && env.REDIS_WAIT_REPLICAS > 0) {
+      // WAIT answers for the node it is sent to, and a Cluster client sends it to any node.
+      context.addIssue({ code: 'custom', path: ['REDIS_WAIT_REPLICAS'], message: 'is not supported with REDIS_CLUSTER_NODES (one server or Sentinel only)' });
+    }
+    if (env.REDIS_SENTINELS && !env.REDIS_SENTINEL_NAME) {
+      context.addIssue({ code: 'custom', path: ['REDIS_SENTINEL_NAME'], message: 'is required with REDIS_SENTINELS' });
+    }
+  })
   .transform((env) => ({
     nodeEnv: env.NODE_ENV,
     redisUrl: env.REDIS_URL,
+    redis: redisTarget(env),
+    /** Replicas a new job must reach before the API answers 202 (REDIS_WAIT_REPLICAS), and how long to wait. */
+    redisWait: { replicas: env.REDIS_WAIT_REPLICAS, timeoutMs: env.REDIS_WAIT_TIMEOUT_MS },
     host: env.HOST,
     port: env.PORT,
     downloadDir: env.DOWNLOAD_DIR,
@@ -220,6 +268,28 @@ const ConfigSchema = z
   }));
 
 export type Config = z.output<typeof ConfigSchema>;
+
+interface RedisEnv {
+  readonly REDIS_URL: string;
+  readonly REDIS_CLUSTER_NODES?: Array<{ host: string; port: number }> | undefined;
+  readonly REDIS_SENTINELS?: Array<{ host: string; port: number }> | undefined;
+  readonly REDIS_SENTINEL_NAME?: string | undefined;
+  readonly REDIS_USERNAME?: string | undefined;
+  readonly REDIS_PASSWORD?: string | undefined;
+  readonly REDIS_SENTINEL_PASSWORD?: string | undefined;
+  readonly REDIS_TLS: boolean;
+  readonly REDIS_CA_FILE?: string | undefined;
+}
+
+/** Which Redis deployment to use: Cluster, Sentinel, or one server by URL. */
+function redisTarget(env: RedisEnv): RedisTarget {
+  const auth = { username: env.REDIS_USERNAME, password: env.REDIS_PASSWORD, tls: env.REDIS_TLS, caFile: env.REDIS_CA_FILE };
+  if (env.REDIS_CLUSTER_NODES) return { mode: 'cluster', nodes: env.REDIS_CLUSTER_NODES, ...auth };
+  if (env.REDIS_SENTINELS) {
+    return { mode: 'sentinel', sentinels: env.REDIS_SENTINELS, name: env.REDIS_SENTINEL_NAME ?? '', sentinelPassword: env.REDIS_SENTINEL_PASSWORD, ...auth };
+  }
+  return { mode: 'url', url: env.REDIS_URL, caFile: env.REDIS_CA_FILE };
+}
 
 /**
  * Parses the configuration from `env` once. Throws a ConfigError whose message names every bad

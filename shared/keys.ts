@@ -8,6 +8,39 @@ export const QUEUE_NAME = 'downloads';
 /** Batch coordinators have their own queue, so a coordinator never takes a download slot. */
 export const BATCH_QUEUE_SUFFIX = 'batches';
 
+/**
+ * Job logs and progress snapshots are spread over this many hash tags (`{g0}` .. `{g15}`). In Redis
+ * Cluster a multi-key command needs one slot: the API's log tail follows every stream of one group
+ * with one blocking XREAD, so it holds at most this many tail connections whatever the number of
+ * followed jobs, while logs still spread over up to 16 slots (and so over the shards). Changing
+ * it renames every log key: existing logs would no longer be found.
+ */
+export const LOG_GROUPS = 16;
+
+/** The log group of a job: FNV-1a of its id, modulo LOG_GROUPS. */
+export function logGroup(jobId: string): number {
+  let hash = 0x811c9dc5;
+  for (let index = 0; index < jobId.length; index += 1) {
+    hash ^= jobId.charCodeAt(index);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash % LOG_GROUPS;
+}
+
+/** The log group a log, progress or wake key belongs to (its `{g<k>}` hash tag), if any. */
+export function logGroupOfKey(key: string): number | undefined {
+  const match = /\{g(\d+)\}/.exec(key);
+  return match ? Number(match[1]) : undefined;
+}
+
+/**
+ * A tiny stream per log group that the API's log tail also reads: appending to it wakes the tail's
+ * blocked XREAD of that group (in its slot, so on the right Redis Cluster node) when a stream is added.
+ */
+export function logWakeKey(group: number): string {
+  return `ferry:log-wake:{g${group}}`;
+}
+
 /** BullMQ's keys of one queue that ferry reads directly. */
 export interface BullKeys {
   readonly queueName: string;
@@ -24,7 +57,10 @@ export interface Keys {
   readonly queueName: string;
   /** ferry's index of this queue's jobs: a sorted set of UUIDv7 ids (score 0, read in lexical order). */
   readonly jobIndex: string;
-  /** The job's log: a Redis Stream, one entry per line, ids `0-<line number>`. */
+  /**
+   * The job's log: a Redis Stream, one entry per line, ids `0-<line number>`. Hash-tagged with the
+   * job's log group, the same as its progress key (the end script touches both).
+   */
   log(jobId: string): string;
   /** The job's latest progress snapshot: a Redis Stream capped at one entry, so it can be followed. */
   progress(jobId: string): string;
@@ -75,8 +111,8 @@ export function createKeys(queuePrefix: string, queueName: string = QUEUE_NAME):
     queuePrefix,
     queueName,
     jobIndex: `${bull}:ferry-index`,
-    log: (jobId) => `ferry:log:${jobId}`,
-    progress: (jobId) => `ferry:progress:${jobId}`,
+    log: (jobId) => `ferry:log:{g${logGroup(jobId)}}:${jobId}`,
+    progress: (jobId) => `ferry:progress:{g${logGroup(jobId)}}:${jobId}`,
     folderLock: (relativeDir) => `${bull}:folder-lock:${relativeDir}`,
     cancelChannel: `ferry:cancel:${bull}`,
     cancelRequest: (jobId) => `ferry:cancel-request:${jobId}`,

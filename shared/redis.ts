@@ -1,4 +1,5 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { readFileSync } from 'node:fs';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { Logger } from './logger.js';
 import { redactText } from './logger.js';
 
@@ -17,22 +18,114 @@ export type RedisRole =
  */
 export const API_COMMAND_TIMEOUT_MS = 2_000;
 
+/** A `host:port` pair of a Cluster seed or a Sentinel. */
+export interface RedisNode {
+  readonly host: string;
+  readonly port: number;
+}
+
+interface RedisAuth {
+  /** ACL user and password of the Redis nodes. */
+  readonly username?: string | undefined;
+  readonly password?: string | undefined;
+  /** Speak TLS to the Redis nodes. */
+  readonly tls: boolean;
+  /** PEM file of an extra CA to trust for the Redis servers' TLS. */
+  readonly caFile?: string | undefined;
+}
+
+/** Which Redis deployment a process talks to (see shared/config.ts). */
+export type RedisTarget =
+  /** One server (`redis://` or `rediss://`, credentials in the URL). */
+  | { readonly mode: 'url'; readonly url: string; readonly caFile?: string | undefined }
+  /** Redis Cluster: seed nodes; the rest of the cluster is discovered from them. */
+  | ({ readonly mode: 'cluster'; readonly nodes: readonly RedisNode[] } & RedisAuth)
+  /** Sentinel: the sentinels and the master name they monitor; follows failovers. */
+  | ({
+      readonly mode: 'sentinel';
+      readonly sentinels: readonly RedisNode[];
+      readonly name: string;
+      readonly sentinelPassword?: string | undefined;
+    } & RedisAuth);
+
+/** A short description of the target for logs (never a password). */
+export function describeRedisTarget(target: RedisTarget): string {
+  if (target.mode === 'url') return redactText(target.url);
+  if (target.mode === 'cluster') return `cluster ${target.nodes.map((node) => `${node.host}:${node.port}`).join(',')}`;
+  return `sentinel ${target.name} via ${target.sentinels.map((node) => `${node.host}:${node.port}`).join(',')}`;
+}
+
+/** True when `redis` is an ioredis Cluster client (createRedis returns one in Cluster mode). */
+export function isCluster(redis: Redis | Cluster): boolean {
+  return (redis as { isCluster?: boolean }).isCluster === true;
+}
+
+function tlsOptions(tls: boolean, caFile: string | undefined): RedisOptions['tls'] | undefined {
+  if (!tls) return undefined;
+  return caFile ? { ca: [readFileSync(caFile)] } : {};
+}
+
 /**
  * Creates one Redis connection with an error listener (an unhandled 'error' event would crash the
- * process) and reconnection with a capped backoff.
+ * process) and reconnection with a capped backoff. `target` is a URL or a RedisTarget; in Cluster
+ * mode the result is an ioredis `Cluster` (typed as `Redis`: it has the same command methods, and
+ * ferry sends only commands whose keys share one slot, see shared/keys.ts), in Sentinel mode a
+ * `Redis` that asks the sentinels for the current master on every (re)connect.
  */
-export function createRedis(url: string, role: RedisRole, logger: Logger, name: string): Redis {
+export function createRedis(target: string | RedisTarget, role: RedisRole, logger: Logger, name: string): Redis {
+  const resolved: RedisTarget = typeof target === 'string' ? { mode: 'url', url: target } : target;
+  // Reconnect forever with a capped backoff: Redis restarts must not kill the process. The cap
+  // bounds how long a process stays away after Redis is back (a connect attempt a second is cheap).
+  const retryStrategy = (attempt: number) => Math.min(100 * 2 ** Math.min(attempt, 4), 1_000);
   const options: RedisOptions = {
     connectionName: `ferry:${name}`,
     maxRetriesPerRequest: role === 'api' ? 1 : null,
     enableOfflineQueue: role !== 'api',
     ...(role === 'api' ? { commandTimeout: API_COMMAND_TIMEOUT_MS } : {}),
-    // Reconnect forever with a capped backoff: Redis restarts must not kill the process. The cap
-    // bounds how long a process stays away after Redis is back (a connect attempt a second is cheap).
-    retryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 4), 1_000),
+    retryStrategy,
     lazyConnect: false,
+    // A master demoted by a failover answers writes with READONLY until the connection moves to the
+    // new one: reconnect (which asks the sentinels again) and resend the command.
+    reconnectOnError: (error) => (error.message.startsWith('READONLY') ? 2 : false),
   };
-  const redis = new Redis(url, options);
+  let redis: Redis;
+  if (resolved.mode === 'cluster') {
+    const tls = tlsOptions(resolved.tls, resolved.caFile);
+    const clusterOptions: ClusterOptions = {
+      redisOptions: {
+        ...options,
+        ...(resolved.username ? { username: resolved.username } : {}),
+        ...(resolved.password ? { password: resolved.password } : {}),
+        ...(tls ? { tls } : {}),
+      },
+      // The API fails fast while the cluster is unreachable, as with one server.
+      enableOfflineQueue: role !== 'api',
+      clusterRetryStrategy: retryStrategy,
+      // TLS certificates name the host the seed was given as; keep it rather than the resolved IP.
+      ...(tls ? { dnsLookup: (address: string, callback: (error: null, address: string) => void) => callback(null, address) } : {}),
+      slotsRefreshTimeout: 2_000,
+    };
+    // Why the cast: Cluster has Redis's command methods but not its type; every ferry module takes `Redis`.
+    redis = new Cluster(resolved.nodes.map((node) => ({ ...node })), clusterOptions) as unknown as Redis;
+  } else if (resolved.mode === 'sentinel') {
+    const tls = tlsOptions(resolved.tls, resolved.caFile);
+    redis = new Redis({
+      ...options,
+      sentinels: resolved.sentinels.map((node) => ({ ...node })),
+      name: resolved.name,
+      ...(resolved.username ? { username: resolved.username } : {}),
+      ...(resolved.password ? { password: resolved.password } : {}),
+      ...(resolved.sentinelPassword ? { sentinelPassword: resolved.sentinelPassword } : {}),
+      ...(tls ? { tls, enableTLSForSentinelMode: true } : {}),
+      sentinelRetryStrategy: retryStrategy,
+      // Also listen to the sentinels' +switch-master, so a failover is followed at once rather than
+      // when the old master's socket finally errors.
+      failoverDetector: true,
+    });
+  } else {
+    const tls = resolved.caFile && resolved.url.startsWith('rediss:') ? tlsOptions(true, resolved.caFile) : undefined;
+    redis = new Redis(resolved.url, { ...options, ...(tls ? { tls } : {}) });
+  }
   let lastError = '';
   redis.on('error', (error: Error) => {
     const message = redactText(error.message);
@@ -92,6 +185,9 @@ export function isRedisConnectionError(error: unknown): boolean {
     const code = (item as NodeJS.ErrnoException).code;
     return (
       item.name === 'MaxRetriesPerRequestError' ||
+      // Redis Cluster: no node reachable, or the cluster is failing over a shard.
+      item.name === 'ClusterAllFailedError' ||
+      /^(CLUSTERDOWN|TRYAGAIN) |Failed to refresh slots cache|Cluster isn't ready/.test(item.message) ||
       code === 'ECONNREFUSED' ||
       code === 'ECONNRESET' ||
       code === 'ETIMEDOUT' ||

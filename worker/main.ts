@@ -17,7 +17,7 @@ async function main(): Promise<void> {
   shutdown.onSignals((code) => process.exit(code));
 
   await mkdir(config.downloadDir, { recursive: true });
-  const redis = createRedis(config.redisUrl, 'worker', logger, 'worker');
+  const redis = createRedis(config.redis, 'worker', logger, 'worker');
   // An evicted key is a lost job: warn loudly unless Redis runs with noeviction.
   void checkMaxmemoryPolicy(redis, logger);
   shutdown.add('redis', async () => {

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createKeys } from '../../shared/keys.js';
 import { startFakeJenkins, type FakeJenkins } from '../helpers/fake-jenkins.js';
 import { logLines, openSse } from '../helpers/sse-client.js';
 import { getJson, postJson, startSystem, type TestSystem } from '../helpers/system.js';
@@ -36,10 +37,10 @@ describe('job lifecycle: log trimming, TTLs, and Bull Board actions reflected in
   it('keeps the newest MAX_LOG_LINES lines and tells a reader how many it missed', async () => {
     const id = await submit({ job_url: manyUrl });
     await finished(id);
-    const lastId = (await system.redis.xrevrange(`ferry:log:${id}`, '+', '-', 'COUNT', 1))[0]?.[0] as string;
+    const lastId = (await system.redis.xrevrange(createKeys('{ferry}').log(id), '+', '-', 'COUNT', 1))[0]?.[0] as string;
     const total = Number(lastId.split('-')[1]);
     expect(total).toBeGreaterThan(12);
-    expect(await system.redis.xlen(`ferry:log:${id}`)).toBe(5);
+    expect(await system.redis.xlen(createKeys('{ferry}').log(id))).toBe(5);
 
     const reader = await openSse(`${system.baseUrl}/api/v1/jenkins/download/${id}`, { 'last-event-id': '0-1' });
     await reader.closed;
@@ -56,7 +57,7 @@ describe('job lifecycle: log trimming, TTLs, and Bull Board actions reflected in
   it('sets the log TTL when a job ends, and BullMQ forgets a finished job after JOB_TTL_SECONDS', async () => {
     const first = await submit({ job_url: smallUrl, skip_existing: false });
     await finished(first);
-    const ttl = await system.redis.ttl(`ferry:log:${first}`);
+    const ttl = await system.redis.ttl(createKeys('{ferry}').log(first));
     expect(ttl).toBeGreaterThan(500);
     expect(ttl).toBeLessThanOrEqual(600);
     // BullMQ removes jobs older than the age when another job finishes (it cleans lazily).
