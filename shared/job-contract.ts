@@ -117,6 +117,8 @@ export const FileRecordSchema = z.object({
   path: z.string(),
   size: z.number().int().nonnegative(),
   sha256: z.string(),
+  /** The host of the worker that wrote the file (or found it complete): where it is, without a shared DOWNLOAD_DIR. */
+  host: z.string().optional(),
 });
 export type FileRecord = z.infer<typeof FileRecordSchema>;
 

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { rm } from 'node:fs/promises';
 import { UnrecoverableError, type Job } from 'bullmq';
 import { CANCELLED_PREFIX, isCancelReason, JobDataSchema, type FileRecord, type JobData, type JobResult } from '../shared/job-contract.js';
@@ -56,6 +57,7 @@ function withContext(prefix: string, error: unknown): Error {
 /** What one job does: plan the modules, then download each, writing a manifest per module. */
 export function createDownloadProcessor(options: DownloadProcessorOptions): DownloadProcessor {
   const { jenkins, jobLog, logger, downloadDir, folderLock } = options;
+  const host = hostname();
   /** A log line nobody waits for; its failure (Redis down or full) is logged, never an unhandled rejection. */
   const fire = (log: Log, message: string) => {
     log(message).catch((error: unknown) => logger.warn('could not append a job log line', { error: (error as Error).message }));
@@ -114,7 +116,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       progress.update({ files_done: 1 });
       return result;
     });
-    const records = module.files.map((file, index) => ({ path: `${module.relativeDir}/${file.relativePath}`, ...(results[index] as DownloadedFile) }));
+    const records = module.files.map((file, index) => ({ path: `${module.relativeDir}/${file.relativePath}`, ...(results[index] as DownloadedFile), host }));
     const manifestFiles = module.files.map((file, index) => ({ path: file.relativePath, ...(results[index] as DownloadedFile), url: file.url }));
     await writeManifest(module.dir, {
       version: 1,
@@ -196,7 +198,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
           if (existing) {
             const bytes = existing.files.reduce((sum, file) => sum + file.size, 0);
             progress.update({ files_done: existing.files.length, bytes_done: bytes, bytes_total: bytes });
-            files.push(...existing.files.map(({ path, size, sha256 }) => ({ path: `${module.relativeDir}/${path}`, size, sha256 })));
+            files.push(...existing.files.map(({ path, size, sha256 }) => ({ path: `${module.relativeDir}/${path}`, size, sha256, host })));
             await log(`${prefix} ${module.name}: already downloaded and verified, skipped`);
           } else {
             files.push(...(await downloadModule(job, module, prefix, progress, signal, log)));

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
@@ -91,6 +92,8 @@ describe('downloads end to end (one API, in-process worker, real Redis)', () => 
       expect(onDisk.equals(served)).toBe(true);
       expect(file.sha256).toBe(sha256(served));
       expect(file.size).toBe(served.length);
+      // Without a shared DOWNLOAD_DIR, this says on which host the file is.
+      expect((file as { host?: string }).host).toBe(hostname());
     }
     expect(existsSync(path.join(system.downloadDir, '6.4/business_policy/101/other'))).toBe(false);
     const manifest = JSON.parse(await readFile(path.join(system.downloadDir, '6.4/business_policy/101/.ferry-manifest.json'), 'utf8')) as {
