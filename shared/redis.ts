@@ -116,7 +116,9 @@ export function createRedis(target: string | RedisTarget, role: RedisRole, logge
       ...(resolved.username ? { username: resolved.username } : {}),
       ...(resolved.password ? { password: resolved.password } : {}),
       ...(resolved.sentinelPassword ? { sentinelPassword: resolved.sentinelPassword } : {}),
-      ...(tls ? { tls, enableTLSForSentinelMode: true } : {}),
+      // `tls` with enableTLSForSentinelMode covers the master/replica connections only: ioredis
+      // speaks to the sentinels themselves with `sentinelTLS`. REDIS_TLS means both (README).
+      ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
       sentinelRetryStrategy: retryStrategy,
       // Also listen to the sentinels' +switch-master, so a failover is followed at once rather than
       // when the old master's socket finally errors.
