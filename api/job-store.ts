@@ -6,8 +6,10 @@ import { ConflictError, NotFoundError, RedisUnavailableError } from '../shared/e
 import {
   BatchDataSchema,
   BatchProgressSchema,
+  describeStallLimit,
   isCancelReason,
   JobDataSchema,
+  STALL_LIMIT_REASON,
   type BatchChild,
   type BatchData,
   type BatchItem,
@@ -206,13 +208,7 @@ export function toStatusView(jobId: string, raw: RawJob): JobStatusView {
   };
 }
 
-/** BullMQ's own reason for a job that lost its worker more often than JOB_MAX_STALLS allows. */
-const STALL_LIMIT_REASON = 'job stalled more than allowable limit';
-
-const describeFailure = (reason: string | undefined): string | null =>
-  reason === STALL_LIMIT_REASON
-    ? 'Stalled more than JOB_MAX_STALLS times: the worker running it died or stopped renewing its lock each time'
-    : reason || null;
+const describeFailure = (reason: string | undefined): string | null => (reason === STALL_LIMIT_REASON ? describeStallLimit() : reason || null);
 
 const TombstoneSchema = z.object({ id: z.string(), status: z.literal('cancelled') }).loose();
 

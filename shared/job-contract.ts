@@ -147,3 +147,12 @@ export const CANCELLED_PREFIX = 'Cancelled';
 export function isCancelReason(reason: string | null | undefined): boolean {
   return typeof reason === 'string' && reason.startsWith(CANCELLED_PREFIX);
 }
+
+/** BullMQ's own failure reason for a job that lost its worker more often than maxStalledCount allows. */
+export const STALL_LIMIT_REASON = 'job stalled more than allowable limit';
+
+/** What ferry says instead of STALL_LIMIT_REASON (with the limit when the caller knows it). */
+export function describeStallLimit(maxStalls?: number): string {
+  const limit = maxStalls === undefined ? 'JOB_MAX_STALLS' : `JOB_MAX_STALLS (${maxStalls})`;
+  return `Stalled more than ${limit} times: the worker running it died or stopped renewing its lock each time`;
+}

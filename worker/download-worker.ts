@@ -1,13 +1,11 @@
 import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { CANCELLED_PREFIX, isCancelReason, type JobData, type JobResult } from '../shared/job-contract.js';
+import { CANCELLED_PREFIX, describeStallLimit, isCancelReason, STALL_LIMIT_REASON, type JobData, type JobResult } from '../shared/job-contract.js';
 import type { JobLog } from '../shared/job-log.js';
 import type { Keys } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
 import { ABORT, type LeaseTracker } from './job-controls.js';
 
-/** BullMQ's failure reason for a job that stalled more often than maxStalledCount allows. */
-export const STALL_LIMIT_REASON = 'job stalled more than allowable limit';
 
 export interface DownloadWorkerOptions<Data> {
   readonly redis: Redis;
@@ -66,7 +64,7 @@ export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOpti
       const cancelled = isCancelReason(error.message);
       if (final && error.message === STALL_LIMIT_REASON) {
         // BullMQ fails such a job when a worker next takes it (a "deferred failure").
-        const message = `Stalled more than JOB_MAX_STALLS (${options.maxStalls}) times: the worker running it died or stopped renewing its lock each time`;
+        const message = describeStallLimit(options.maxStalls);
         await jobLog.end(jobId, 'failed', message, message);
         return;
       }

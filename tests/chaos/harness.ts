@@ -4,15 +4,13 @@
  * count of what happened to every accepted job. Used by `npm run chaos` (full size) and by a
  * short run in `npm test`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Redis } from 'ioredis';
 import { startFakeJenkins, type FakeJenkins } from '../helpers/fake-jenkins.js';
 import { startScript, waitReady, type ChildService } from '../helpers/processes.js';
-import { freePort } from '../helpers/redis-server.js';
+import { freePort, startRestartableRedisServer } from '../helpers/redis-server.js';
 
 export interface ChaosOptions {
   readonly jobs: number;
@@ -47,39 +45,6 @@ export interface ChaosFigures {
   durationMs: number;
 }
 
-/** A redis-server with append-only persistence, restartable on the same port and data. */
-async function startPersistentRedis(port: number, dir: string): Promise<{ stop(): Promise<void> }> {
-  const child: ChildProcess = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--maxmemory-policy', 'noeviction'],
-    { stdio: 'ignore' },
-  );
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const probe = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  probe.on('error', () => undefined);
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    try {
-      await probe.connect();
-      // Loading the AOF answers LOADING errors until done.
-      await probe.ping();
-      break;
-    } catch {
-      probe.disconnect();
-      if (Date.now() > deadline) throw new Error('redis-server did not start');
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-  probe.disconnect();
-  return {
-    async stop() {
-      // SIGTERM: Redis flushes the AOF and exits cleanly, as on a deploy or an orderly restart.
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
 export async function runChaos(options: ChaosOptions): Promise<ChaosFigures> {
@@ -87,14 +52,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosFigures> {
   const started = Date.now();
   const root = await mkdtemp(path.join(os.tmpdir(), 'ferry-chaos-'));
   const downloadDir = path.join(root, 'downloads');
-  const redisDir = path.join(root, 'redis');
-  await rm(redisDir, { recursive: true, force: true });
-  await import('node:fs/promises').then((fs) => fs.mkdir(redisDir, { recursive: true }));
-  const redisPort = await freePort();
-  let redis = await startPersistentRedis(redisPort, redisDir);
+  // Append-only persistence, restartable on the same port and data (SIGTERM: Redis flushes the AOF).
+  const redis = await startRestartableRedisServer(['--appendonly', 'yes', '--appendfsync', 'everysec']);
   const jenkins: FakeJenkins = await startFakeJenkins();
   const env: Record<string, string> = {
-    REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+    REDIS_URL: redis.url,
     JENKINS_URL: jenkins.url,
     DOWNLOAD_DIR: downloadDir,
     HOST: '127.0.0.1',
@@ -193,9 +155,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosFigures> {
   const redisRestart = (async () => {
     await new Promise((resolve) => setTimeout(resolve, options.redisRestartAtMs));
     log('chaos: restarting Redis');
-    await redis.stop();
+    await redis.halt('SIGTERM');
     await new Promise((resolve) => setTimeout(resolve, 1_500));
-    redis = await startPersistentRedis(redisPort, redisDir);
+    await redis.start();
     figures.redisRestarts += 1;
     log('chaos: Redis back');
   })();
@@ -259,7 +221,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosFigures> {
   figures.durationMs = Date.now() - started;
 
   await Promise.all([...workers, ...apis.filter((entry) => !entry.stopped).map((entry) => entry.service)].map((service) => service.stop(10_000)));
-  await redis.stop();
+  await redis.destroy();
   await jenkins.close();
   await rm(root, { recursive: true, force: true });
   return figures;
