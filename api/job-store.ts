@@ -25,6 +25,7 @@ import type { JobLog } from '../shared/job-log.js';
 import { parseProgress } from '../shared/job-progress.js';
 import type { Keys } from '../shared/keys.js';
 import { dedupFingerprint, formatPointer, parsePointer } from './dedup.js';
+import { claimDedupKey } from './dedup-claim.js';
 import { createIdempotencyStore, type IdempotencyStore } from './idempotency.js';
 import { compareAndSet } from './redis-cas.js';
 
@@ -278,14 +279,14 @@ export function createJobStore(options: JobStoreOptions): JobStore {
   };
   const dedup: DedupOptions = { ...DEDUP_DEFAULTS, ...options.dedup };
 
-  /** Adds the job whose id the caller has just written into the dedup pointer as `claimed`. */
+  /**
+   * Adds the job whose id the caller has just claimed the dedup pointer for (and entered in the
+   * job index: api/dedup-claim.ts).
+   */
   const enqueue = async (request: Omit<JobData, 'accepted_at'>, jobId: string, pointerKey: string): Promise<SubmitResult> => {
     const claimed = formatPointer('claimed', jobId);
     const data: JobData = { ...request, accepted_at: new Date().toISOString() };
     try {
-      // Index first, queue second: a crash between the two leaves an index entry without a job,
-      // which list() prunes; it can never leave a queued job that ferry does not know.
-      await redis.zadd(keys.jobIndex, 0, jobId);
       await queue.add('download', data, {
         jobId,
         attempts: options.attempts,
@@ -298,8 +299,10 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       await compareAndSet(redis, pointerKey, claimed, null).catch(() => false);
       throw error;
     }
-    // Best effort: without it, a removed job's pointer is only recognised as stale after the grace.
-    await compareAndSet(redis, pointerKey, claimed, formatPointer('queued', jobId)).catch(() => false);
+    // Best effort, and not awaited: it only lets a job removed later be recognised as gone at once
+    // rather than after the claim grace. Commands on one connection run in order, so the WAIT
+    // below (when configured) still covers it.
+    void compareAndSet(redis, pointerKey, claimed, formatPointer('queued', jobId)).catch(() => false);
     // After the pointer, so it is replicated too: a retry after a 503 here finds this job (dedup).
     await confirmReplicated();
     return { jobId, deduplicated: false, status: 'pending' };
@@ -315,11 +318,11 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       const jobId = uuidv7();
       const claim = formatPointer('claimed', jobId);
       const deadline = Date.now() + dedup.settleMs;
-      for (;;) {
-        if ((await redis.set(pointerKey, claim, 'PX', dedup.pointerTtlMs, 'NX')) === 'OK') {
-          return enqueue(request, jobId, pointerKey);
-        }
-        const held = await redis.get(pointerKey);
+      const claimKey = (replacing?: string) =>
+        claimDedupKey(redis, { pointerKey, indexKey: keys.jobIndex, claim, ttlMs: dedup.pointerTtlMs, jobId, ...(replacing === undefined ? {} : { replacing }) });
+      for (let outcome = await claimKey(); ; outcome = await claimKey()) {
+        if (outcome.claimed) return enqueue(request, jobId, pointerKey);
+        const held = outcome.held;
         if (held !== null) {
           const pointer = parsePointer(held);
           const view = pointer ? await get(pointer.jobId) : null;
@@ -330,9 +333,7 @@ export function createJobStore(options: JobStoreOptions): JobStore {
           // claimer never queued it within the grace (it crashed or lost Redis).
           const stale =
             !pointer || view !== null || pointer.state === 'queued' || Date.now() - pointer.claimedAt > dedup.claimGraceMs;
-          if (stale && (await compareAndSet(redis, pointerKey, held, claim, dedup.pointerTtlMs))) {
-            return enqueue(request, jobId, pointerKey);
-          }
+          if (stale && (await claimKey(held)).claimed) return enqueue(request, jobId, pointerKey);
           // Otherwise another request claimed the key moments ago and is adding its job, or
           // replaced the pointer before us: look again shortly.
         }

@@ -52,9 +52,20 @@ const redact = winston.format((info) => {
 /** The root logger of one process. Child loggers add `request_id` or `job_id`. */
 export function createLogger({ service, level, json }: LoggerOptions): Logger {
   const useJson = json ?? (process.env.NODE_ENV === 'production' || !process.stdout.isTTY);
+  // winston runs the logger's formats on every entry and only then lets the transport drop it by
+  // level: a per-request `http` line below LOG_LEVEL still cost its redaction and JSON. Drop such
+  // entries first (the logger's level is read per entry, so changing it at run time still works).
+  const levels = winston.config.npm.levels;
+  const created: { logger?: Logger } = {};
+  const enabled = winston.format((info) => {
+    const wanted = levels[info.level];
+    const threshold = levels[created.logger?.level ?? level];
+    return wanted === undefined || threshold === undefined || wanted <= threshold ? info : false;
+  });
   const format = useJson
-    ? winston.format.combine(winston.format.errors({ stack: true }), redact(), winston.format.timestamp(), winston.format.json())
+    ? winston.format.combine(enabled(), winston.format.errors({ stack: true }), redact(), winston.format.timestamp(), winston.format.json())
     : winston.format.combine(
+        enabled(),
         winston.format.errors({ stack: true }),
         redact(),
         winston.format.timestamp({ format: 'HH:mm:ss.SSS' }),
@@ -64,10 +75,12 @@ export function createLogger({ service, level, json }: LoggerOptions): Logger {
           return `${String(timestamp)} ${lvl} [${String(svc)}] ${String(message)}${extra}${stack ? `\n${String(stack)}` : ''}`;
         }),
       );
-  return winston.createLogger({
+  const logger = winston.createLogger({
     level,
     defaultMeta: { service },
     format,
     transports: [new winston.transports.Console({ stderrLevels: ['error'] })],
   });
+  created.logger = logger;
+  return logger;
 }

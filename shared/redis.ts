@@ -87,6 +87,7 @@ export function createRedis(target: string | RedisTarget, role: RedisRole, logge
     // A master demoted by a failover answers writes with READONLY until the connection moves to the
     // new one: reconnect (which asks the sentinels again) and resend the command.
     reconnectOnError: (error) => (error.message.startsWith('READONLY') ? 2 : false),
+    enableAutoPipelining: role === 'api',
   };
   let redis: Redis;
   if (resolved.mode === 'cluster') {
