@@ -49,6 +49,40 @@ export const formatShutdown = (lastEventId: string) =>
 
 const formatProgress = (fields: string[] | undefined) => `event: progress\ndata: ${JSON.stringify(parseProgress(fields))}\n\n`;
 
+/** A log entry parsed once per tail batch, with its SSE bytes as a line. */
+interface ParsedEntry {
+  readonly entry: LogEntry;
+  readonly chunk: Buffer;
+}
+
+const WHOLE_BATCH = Symbol('whole batch');
+
+/** The entry parsed and encoded once per batch (`memo` is shared by every follower of the batch). */
+function parsedEntry(id: string, fields: string[], memo: Map<string | symbol, unknown>): ParsedEntry {
+  let parsed = memo.get(id) as ParsedEntry | undefined;
+  if (parsed === undefined) {
+    const entry = parseLogEntry(id, fields);
+    parsed = {
+      entry,
+      chunk: Buffer.from(entry.kind === 'line' ? formatLine(id, entry.message, entry.timestamp) : formatLine(id, endAsLine(entry), entry.timestamp)),
+    };
+    memo.set(id, parsed);
+  }
+  return parsed;
+}
+
+/**
+ * A live batch of lines as one buffer, built once for all its followers; undefined when it holds an
+ * end entry (those are delivered one by one: an end may finish the stream).
+ */
+function wholeBatch(entries: ReadonlyArray<readonly [string, string[]]>, memo: Map<string | symbol, unknown>): Buffer | undefined {
+  if (memo.has(WHOLE_BATCH)) return memo.get(WHOLE_BATCH) as Buffer | undefined;
+  const parsed = entries.map(([id, fields]) => parsedEntry(id, fields, memo));
+  const whole = parsed.every(({ entry }) => entry.kind === 'line') ? Buffer.concat(parsed.map(({ chunk }) => chunk)) : undefined;
+  memo.set(WHOLE_BATCH, whole);
+  return whole;
+}
+
 /** The message of an end entry that is not the last one (a job retried after it had ended). */
 const endAsLine = (entry: Extract<LogEntry, { kind: 'end' }>) =>
   `Attempt ended: ${entry.status}${entry.error ? `: ${entry.error}` : ''}`;
@@ -104,7 +138,7 @@ export function createLogStreamHandler(options: LogStreamOptions) {
       else cleanups.push(cleanup);
     };
     req.on('close', finish);
-    const write = (chunk: string) => {
+    const write = (chunk: string | Buffer) => {
       if (done) return;
       res.write(chunk);
       if (res.writableLength > maxBufferedBytes) {
@@ -125,11 +159,22 @@ export function createLogStreamHandler(options: LogStreamOptions) {
      * end entry ends the stream only then (a later entry means the job was retried), and at the end
      * of a replay page it is left for the next read to decide.
      */
-    const deliver = (entries: ReadonlyArray<readonly [string, string[]]>, newestKnown: boolean, memo?: Map<string, unknown>) => {
+    const deliver = (entries: ReadonlyArray<readonly [string, string[]]>, newestKnown: boolean, memo?: Map<string | symbol, unknown>) => {
+      // A follower that is up to date takes the whole live batch as one write of shared bytes.
+      const whole = memo && entries.length > 1 ? wholeBatch(entries, memo) : undefined;
+      const first = entries[0];
+      const last = entries[entries.length - 1];
+      if (whole && first && last && compareCursors(first[0], lastSent) > 0) {
+        write(whole);
+        lastSent = last[0];
+        return;
+      }
       for (const [index, [id, fields]] of entries.entries()) {
         if (done) return;
         if (compareCursors(id, lastSent) <= 0) continue;
-        const entry = parseLogEntry(id, fields);
+        // A live batch reaches every follower of the job: parse and encode each entry once, and
+        // write the same bytes to all of them.
+        const { entry, chunk } = parsedEntry(id, fields, memo ?? new Map());
         const isLast = index === entries.length - 1;
         if (entry.kind === 'end' && isLast && !newestKnown) return;
         if (entry.kind === 'end' && isLast) {
@@ -137,11 +182,6 @@ export function createLogStreamHandler(options: LogStreamOptions) {
           lastSent = id;
           finish();
           return;
-        }
-        let chunk = memo?.get(id) as string | undefined;
-        if (chunk === undefined) {
-          chunk = entry.kind === 'line' ? formatLine(id, entry.message, entry.timestamp) : formatLine(id, endAsLine(entry), entry.timestamp);
-          memo?.set(id, chunk);
         }
         write(chunk);
         lastSent = id;
@@ -174,7 +214,14 @@ export function createLogStreamHandler(options: LogStreamOptions) {
     onFinish(
       tail.subscribe(progressKey, latest?.[0] ?? '0-0', (batch) => {
         const last = batch.entries[batch.entries.length - 1];
-        if (last) write(formatProgress(last[1]));
+        if (!last) return;
+        const memoKey = `progress ${last[0]}`;
+        let chunk = batch.memo.get(memoKey) as Buffer | undefined;
+        if (chunk === undefined) {
+          chunk = Buffer.from(formatProgress(last[1]));
+          batch.memo.set(memoKey, chunk);
+        }
+        write(chunk);
       }),
     );
 

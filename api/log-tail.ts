@@ -8,7 +8,7 @@ export interface TailBatch {
   readonly key: string;
   readonly entries: ReadonlyArray<readonly [id: string, fields: string[]]>;
   /** Per-batch memo, so work such as formatting an SSE event is done once for all subscribers. */
-  readonly memo: Map<string, unknown>;
+  readonly memo: Map<string | symbol, unknown>;
 }
 
 export type TailListener = (batch: TailBatch) => void;
