@@ -224,18 +224,13 @@ export function createJobStore(options: JobStoreOptions): JobStore {
   const { redis, queue, keys, jobLog } = options;
 
   const readMany = async (jobIds: readonly string[]): Promise<Array<JobStatusView | null>> => {
-    // One script per job reads its BullMQ records atomically (api/status-script.ts): BullMQ moves a
-    // finishing job in one step (lock released, set joined) and the read sees one side of it. The
-    // progress stream lives in another slot (its log group's), so it is read beside the script.
-    const [records, progress] = await Promise.all([
-      Promise.all(jobIds.map((id) => readJobRecords(redis, keys, id))),
-      Promise.all(jobIds.map((id) => redis.xrevrange(keys.progress(id), '+', '-', 'COUNT', 1))),
-    ]);
+    // One script per job reads its records atomically (api/status-script.ts): BullMQ moves a
+    // finishing job in one step (lock released, set joined) and the read sees one side of it.
+    const records = await Promise.all(jobIds.map((id) => readJobRecords(redis, keys, id)));
     return jobIds.map((id, index) => {
       const record = records[index] as JobRecords;
       if (record.kind === 'tombstone') return parseTombstone(record.tombstone);
-      const progressFields = (progress[index] as Array<[string, string[]]>)[0]?.[1];
-      const { hash, completed, failed, locked } = record;
+      const { hash, completed, failed, locked, progressFields } = record;
       return toStatusView(id, { hash, batch: record.kind === 'batch', completed, failed, locked, progressFields });
     });
   };
