@@ -10,6 +10,7 @@ import { createDrain, type Drain } from './drain.js';
 import { requestIds } from './request-id.js';
 import { createErrorHandler, notFoundHandler } from './error-handler.js';
 import { createRedisGuard } from './redis-guard.js';
+import { installPlainRoutes, type PlainRoute } from './plain-route.js';
 
 export interface MountedRouter {
   readonly path: string;
@@ -37,30 +38,40 @@ export interface AppOptions {
   readonly trustProxy?: number;
   /** Counts every request (api/metrics.ts). */
   readonly httpMetrics?: RequestHandler;
+  /**
+   * Hot routes answered before the router (api/plain-route.ts), by the same middleware and handlers
+   * the routers run for them. Each must also be served by one of `routers`, unchanged.
+   */
+  readonly plainRoutes?: readonly PlainRoute[];
 }
 
 /** Builds the Express app. It never listens: main.ts does, and tests call it in-process. */
-export function createApp({ logger, redis, routers, drain = createDrain(), readyTimeoutMs = 500, corsOrigins = [], trustProxy = 0, httpMetrics }: AppOptions): Express {
+export function createApp({ logger, redis, routers, plainRoutes = [], drain = createDrain(), readyTimeoutMs = 500, corsOrigins = [], trustProxy = 0, httpMetrics }: AppOptions): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', trustProxy > 0 ? trustProxy : false);
-  app.use(requestIds(logger));
-  if (httpMetrics) app.use(httpMetrics);
   // Standard security headers; Bull Board's page needs its inline scripts and styles, so the
   // dashboard gets every header but the content security policy.
   const headers = helmet();
   const dashboardHeaders = helmet({ contentSecurityPolicy: false });
-  app.use((req, res, next) => (req.path.startsWith(DASHBOARD_PATH) ? dashboardHeaders : headers)(req, res, next));
-  app.use(
+  // Every request goes through these, in this order, before the routes (and through the first five
+  // before the health checks). The plain routes run the same functions (api/plain-route.ts).
+  const common: RequestHandler[] = [
+    requestIds(logger),
+    ...(httpMetrics ? [httpMetrics] : []),
+    (req, res, next) => (req.path.startsWith(DASHBOARD_PATH) ? dashboardHeaders : headers)(req, res, next),
     cors({
       origin: corsOrigins.length > 0 ? [...corsOrigins] : false,
       allowedHeaders: ['Authorization', 'Content-Type', 'Idempotency-Key', 'Last-Event-ID', 'X-Admin-PIN', 'X-Request-Id'],
       exposedHeaders: ['Idempotent-Replayed', 'Retry-After', 'RateLimit-Limit', 'RateLimit-Remaining', 'X-Request-Id'],
       maxAge: 600,
     }),
-  );
-  // First: a stopping server turns requests away before any work (or body parsing) is done.
-  app.use(drain.middleware);
+    // A stopping server turns requests away before any work (or body parsing) is done.
+    drain.middleware,
+  ];
+  const beforeHealth = common.length;
+  common.push(createRedisGuard({ redis }), express.json({ limit: '64kb' }));
+  for (const handler of common.slice(0, beforeHealth)) app.use(handler);
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
@@ -86,8 +97,7 @@ export function createApp({ logger, redis, routers, drain = createDrain(), ready
     }
   });
 
-  app.use(createRedisGuard({ redis }));
-  app.use(express.json({ limit: '64kb' }));
+  for (const handler of common.slice(beforeHealth)) app.use(handler);
   const requireRedis: RequestHandler = (_req, _res, next) => {
     next(redis.status === 'ready' ? undefined : new RedisUnavailableError());
   };
@@ -96,6 +106,8 @@ export function createApp({ logger, redis, routers, drain = createDrain(), ready
     app.use(path, router);
   }
   app.use(notFoundHandler);
-  app.use(createErrorHandler(logger));
+  const errorHandler = createErrorHandler(logger);
+  app.use(errorHandler);
+  if (plainRoutes.length > 0) installPlainRoutes({ app, routes: plainRoutes, common, errorHandler });
   return app;
 }

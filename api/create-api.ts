@@ -16,7 +16,7 @@ import { createApiMetrics, createMetricsRouter } from './metrics.js';
 import { createOpenApiRouter } from './openapi.js';
 import { createSubmitRateLimit } from './rate-limit.js';
 import { createStreamTokens } from './stream-tokens.js';
-import { createDownloadRouter } from './download-routes.js';
+import { createDownloadRouter, createStatusRoute } from './download-routes.js';
 import { createDrain, type Drain } from './drain.js';
 import { createJobStore, type JobStore } from './job-store.js';
 import { createLogStreamHandler } from './log-stream.js';
@@ -32,6 +32,11 @@ export interface ApiDependencies {
   readonly blockingRedis: Redis;
   /** SSE heartbeat period in milliseconds (default 15000). */
   readonly heartbeatMs?: number;
+  /**
+   * Answer `GET .../status` before the router, by the same handlers (default true; api/plain-route.ts).
+   * False sends every request through the router: tests compare the two.
+   */
+  readonly plainRoutes?: boolean;
 }
 
 export interface Api {
@@ -47,7 +52,7 @@ export interface Api {
 }
 
 /** Wires the API from its connections: everything but listening and signals. */
-export function createApi({ config, logger, redis, blockingRedis, heartbeatMs }: ApiDependencies): Api {
+export function createApi({ config, logger, redis, blockingRedis, heartbeatMs, plainRoutes = true }: ApiDependencies): Api {
   const keys = createKeys(config.queuePrefix);
   const queue = new Queue<JobData, JobResult>(keys.queueName, { connection: redis, prefix: keys.queuePrefix });
   // Connection errors are logged once per outage by the connection itself (shared/redis.ts).
@@ -101,7 +106,17 @@ export function createApi({ config, logger, redis, blockingRedis, heartbeatMs }:
     dashboard.use(auth.identify, auth.require('admin'), sameOriginWrites, createDashboardRouter([queue, batchQueue], { readOnly: config.dashboardReadOnly }));
     routers.push({ path: DASHBOARD_PATH, router: dashboard, requiresRedis: true });
   }
-  const app = createApp({ logger, redis, routers, drain, corsOrigins: config.corsOrigins, trustProxy: config.trustProxy, httpMetrics: metrics.httpMiddleware });
+  const app = createApp({
+    logger,
+    redis,
+    routers,
+    // The status read, the hottest request, skips the router (same handlers: api/plain-route.ts).
+    plainRoutes: plainRoutes ? [createStatusRoute({ jobStore, auth })] : [],
+    drain,
+    corsOrigins: config.corsOrigins,
+    trustProxy: config.trustProxy,
+    httpMetrics: metrics.httpMiddleware,
+  });
   return {
     app,
     queue,

@@ -8,6 +8,7 @@ import { callerScope, createAuth, principalOf, type Auth } from './auth.js';
 import type { CancelOutcome } from './cancel-job.js';
 import { createStreamTokens } from './stream-tokens.js';
 import type { JobStore } from './job-store.js';
+import type { PlainRoute } from './plain-route.js';
 import { LogsQuerySchema, ListQuerySchema, parseOrThrow, validateBatch, validateSubmission } from './request-schemas.js';
 
 export interface DownloadRoutesOptions {
@@ -30,13 +31,47 @@ export interface DownloadRoutesOptions {
 }
 
 const BASE = '/api/v1/jenkins';
-const isJobId = (value: string) => z.uuid().safeParse(value).success;
+const JOB_ID = z.uuid();
+const isJobId = (value: string) => JOB_ID.safeParse(value).success;
 
 /** Unknown ids (including malformed ones) are 404, never a 500 or a Redis lookup. */
 const requireJobId: RequestHandler = (req, _res, next) => {
   if (!isJobId(String(req.params.id))) throw new NotFoundError(`No job ${String(req.params.id).slice(0, 64)}`);
   next();
 };
+
+/** `GET .../status`: one job's status document. */
+export const STATUS_PATH = `${BASE}/download/:id/status`;
+
+function statusHandler(jobStore: JobStore): RequestHandler {
+  return async (req, res) => {
+    const view = await jobStore.get(String(req.params.id));
+    if (!view) throw new NotFoundError(`No job ${String(req.params.id)}`);
+    res.json(view);
+  };
+}
+
+/** The canonical URL of a status read; the router also takes other letter cases, a trailing slash, percent-encoding. */
+const STATUS_URL = /^\/api\/v1\/jenkins\/download\/([0-9A-Za-z-]{1,128})\/status(?:\?|$)/;
+
+/**
+ * `GET .../status` answered before the router (api/plain-route.ts): the status read is the API's
+ * hottest request (trackers poll it). The same handlers as the router's route, in the same order
+ * (the router's `identify` for the BASE paths, then the route's). It takes only the canonical URL,
+ * whose id needs no decoding; any other spelling goes to the router, which answers it as before.
+ */
+export function createStatusRoute({ jobStore, auth }: { readonly jobStore: JobStore; readonly auth: Auth }): PlainRoute {
+  return {
+    path: STATUS_PATH,
+    match(req) {
+      if (req.method !== 'GET') return null;
+      const id = STATUS_URL.exec(req.url ?? '')?.[1];
+      return id === undefined ? null : { id };
+    },
+    before: [auth.identify],
+    handlers: [auth.require('read'), requireJobId, statusHandler(jobStore)],
+  };
+}
 
 /** The HTTP surface the tracker's front end calls, plus JSON log paging and listing. */
 export function createDownloadRouter(options: DownloadRoutesOptions): Router {
@@ -92,11 +127,7 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
     res.json(await jobStore.list(query));
   });
 
-  router.get(`${BASE}/download/:id/status`, read, requireJobId, async (req, res) => {
-    const view = await jobStore.get(String(req.params.id));
-    if (!view) throw new NotFoundError(`No job ${String(req.params.id)}`);
-    res.json(view);
-  });
+  router.get(STATUS_PATH, read, requireJobId, statusHandler(jobStore));
 
   router.get(`${BASE}/download/:id/logs`, auth.requireJobReader, requireJobId, async (req, res) => {
     const jobId = String(req.params.id);

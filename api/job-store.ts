@@ -28,6 +28,7 @@ import { dedupFingerprint, formatPointer, parsePointer } from './dedup.js';
 import { claimDedupKey } from './dedup-claim.js';
 import { createIdempotencyStore, type IdempotencyStore } from './idempotency.js';
 import { compareAndSet } from './redis-cas.js';
+import { readJobRecords, type JobRecords } from './status-script.js';
 
 /** The status document of one job, as `GET .../status` answers it. */
 export interface JobStatusView {
@@ -224,40 +225,14 @@ export function createJobStore(options: JobStoreOptions): JobStore {
   const { redis, queue, keys, jobLog } = options;
 
   const readMany = async (jobIds: readonly string[]): Promise<Array<JobStatusView | null>> => {
-    if (jobIds.length === 0) return [];
-    // MULTI, not a pipeline: BullMQ moves a finishing job atomically (lock released, set joined),
-    // and the read must see one side of that move, never half of it. The BullMQ keys share the
-    // queue's hash-tagged slot; the progress streams are read beside it.
-    const transaction = redis.multi();
-    for (const id of jobIds) {
-      transaction
-        .hgetall(keys.bullJob(id))
-        .zscore(keys.bullCompleted, id)
-        .zscore(keys.bullFailed, id)
-        .exists(keys.bullLock(id))
-        .get(keys.tombstone(id))
-        .hgetall(keys.batches.job(id))
-        .zscore(keys.batches.completed, id)
-        .zscore(keys.batches.failed, id)
-        .exists(keys.batches.lock(id));
-    }
-    const progressReads = jobIds.map((id) => redis.xrevrange(keys.progress(id), '+', '-', 'COUNT', 1));
-    const [results, progress] = await Promise.all([transaction.exec(), Promise.all(progressReads)]);
+    // One script per job reads its records atomically (api/status-script.ts): BullMQ moves a
+    // finishing job in one step (lock released, set joined) and the read sees one side of it.
+    const records = await Promise.all(jobIds.map((id) => readJobRecords(redis, keys, id)));
     return jobIds.map((id, index) => {
-      const slice = (results ?? []).slice(index * 9, index * 9 + 9).map(([error, value]) => {
-        if (error) throw error;
-        return value;
-      });
-      const progressFields = (progress[index] as Array<[string, string[]]>)[0]?.[1];
-      const hash = slice[0] as Record<string, string> | null;
-      const batchHash = slice[5] as Record<string, string> | null;
-      if (hash && Object.keys(hash).length > 0) {
-        return toStatusView(id, { hash, batch: false, completed: slice[1] !== null, failed: slice[2] !== null, locked: slice[3] === 1, progressFields });
-      }
-      if (batchHash && Object.keys(batchHash).length > 0) {
-        return toStatusView(id, { hash: batchHash, batch: true, completed: slice[6] !== null, failed: slice[7] !== null, locked: slice[8] === 1, progressFields });
-      }
-      return parseTombstone(slice[4]);
+      const record = records[index] as JobRecords;
+      if (record.kind === 'tombstone') return parseTombstone(record.tombstone);
+      const { hash, completed, failed, locked, progressFields } = record;
+      return toStatusView(id, { hash, batch: record.kind === 'batch', completed, failed, locked, progressFields });
     });
   };
 
