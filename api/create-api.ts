@@ -16,7 +16,7 @@ import { createApiMetrics, createMetricsRouter } from './metrics.js';
 import { createOpenApiRouter } from './openapi.js';
 import { createSubmitRateLimit } from './rate-limit.js';
 import { createStreamTokens } from './stream-tokens.js';
-import { createDownloadRouter, createStatusRoute } from './download-routes.js';
+import { createDownloadRouter, createStatusRoute, createSubmitRoute, submitIdempotency } from './download-routes.js';
 import { createDrain, type Drain } from './drain.js';
 import { createJobStore, type JobStore } from './job-store.js';
 import { createLogStreamHandler } from './log-stream.js';
@@ -33,7 +33,7 @@ export interface ApiDependencies {
   /** SSE heartbeat period in milliseconds (default 15000). */
   readonly heartbeatMs?: number;
   /**
-   * Answer `GET .../status` before the router, by the same handlers (default true; api/plain-route.ts).
+   * Answer `GET .../status` and `POST .../download` before the router, by the same handlers (default true; api/plain-route.ts).
    * False sends every request through the router: tests compare the two.
    */
   readonly plainRoutes?: boolean;
@@ -110,8 +110,13 @@ export function createApi({ config, logger, redis, blockingRedis, heartbeatMs, p
     logger,
     redis,
     routers,
-    // The status read, the hottest request, skips the router (same handlers: api/plain-route.ts).
-    plainRoutes: plainRoutes ? [createStatusRoute({ jobStore, auth })] : [],
+    // The hottest requests, status reads and submits, skip the router (same handlers: api/plain-route.ts).
+    plainRoutes: plainRoutes
+      ? [
+          createStatusRoute({ jobStore, auth }),
+          createSubmitRoute({ jenkinsUrl: config.jenkins.url, jobStore, auth, submitLimit, idempotency: submitIdempotency(jobStore.idempotency) }),
+        ]
+      : [],
     drain,
     corsOrigins: config.corsOrigins,
     trustProxy: config.trustProxy,

@@ -73,25 +73,27 @@ export function createStatusRoute({ jobStore, auth }: { readonly jobStore: JobSt
   };
 }
 
-/** The HTTP surface the tracker's front end calls, plus JSON log paging and listing. */
-export function createDownloadRouter(options: DownloadRoutesOptions): Router {
-  const { jobStore, jobLog } = options;
-  const router = Router();
-  const streamTokens = options.streamTokens ?? createStreamTokens(undefined);
-  const auth = options.auth ?? createAuth({ tokens: [], open: true, streamTokens });
-  const submitLimit: RequestHandler = options.submitLimit ?? ((_req, _res, next) => next());
-  const read = auth.require('read');
-  const write = auth.require('write');
-  router.use(BASE, auth.identify);
+/** `POST .../download`: submit one build's download. */
+export const SUBMIT_PATH = `${BASE}/download`;
 
-  const idempotency = createIdempotencyMiddleware({
-    store: options.idempotency ?? jobStore.idempotency,
-    scope: options.idempotencyScope ?? ((req) => callerScope(req, req.res as Parameters<typeof callerScope>[1])),
-  });
+/** The canonical URL of a submit; the router also takes other letter cases and a trailing slash. */
+const SUBMIT_URL = /^\/api\/v1\/jenkins\/download(?:\?|$)/;
 
-  router.post(`${BASE}/download`, write, submitLimit, idempotency, async (req, res) => {
+export interface SubmitRouteOptions {
+  readonly jenkinsUrl: string;
+  readonly jobStore: JobStore;
+  readonly auth: Auth;
+  /** The per-caller rate limit (default none). */
+  readonly submitLimit?: RequestHandler | undefined;
+  /** The route's `Idempotency-Key` middleware (api/idempotency.ts). */
+  readonly idempotency: RequestHandler;
+}
+
+/** The submit route's handlers, shared by the router's route and the plain route. */
+function submitHandlers({ jenkinsUrl, jobStore, auth, submitLimit, idempotency }: SubmitRouteOptions): RequestHandler[] {
+  const submit: RequestHandler = async (req, res) => {
     if (!req.is('application/json')) throw new ValidationError('Content-Type must be application/json');
-    const submission = validateSubmission(req.body, options.jenkinsUrl);
+    const submission = validateSubmission(req.body, jenkinsUrl);
     const { role, label } = principalOf(res);
     const { jobId, deduplicated, status } = await jobStore.submit({ ...submission, submitted_by: { role: role ?? 'read', label } });
     // 202: a new job was queued; 200: an identical pending or running job answers instead.
@@ -104,7 +106,48 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
       logs_url: `${BASE}/download/${jobId}`,
       status_url: `${BASE}/download/${jobId}/status`,
     });
+  };
+  return [auth.require('write'), ...(submitLimit ? [submitLimit] : []), idempotency, submit];
+}
+
+/** The `Idempotency-Key` middleware of the submit routes, scoped per caller unless told otherwise. */
+export function submitIdempotency(store: IdempotencyStore, scope?: IdempotencyScope): RequestHandler {
+  return createIdempotencyMiddleware({
+    store,
+    scope: scope ?? ((req) => callerScope(req, req.res as Parameters<typeof callerScope>[1])),
   });
+}
+
+/**
+ * `POST .../download` answered before the router (api/plain-route.ts), like the status read: trackers
+ * submit every build of a release at once. The same handlers as the router's route, in the same
+ * order; only the canonical URL is taken, any other spelling goes to the router.
+ */
+export function createSubmitRoute(options: SubmitRouteOptions): PlainRoute {
+  return {
+    path: SUBMIT_PATH,
+    match(req) {
+      return req.method === 'POST' && SUBMIT_URL.test(req.url ?? '') ? {} : null;
+    },
+    before: [options.auth.identify],
+    handlers: submitHandlers(options),
+  };
+}
+
+/** The HTTP surface the tracker's front end calls, plus JSON log paging and listing. */
+export function createDownloadRouter(options: DownloadRoutesOptions): Router {
+  const { jobStore, jobLog } = options;
+  const router = Router();
+  const streamTokens = options.streamTokens ?? createStreamTokens(undefined);
+  const auth = options.auth ?? createAuth({ tokens: [], open: true, streamTokens });
+  const submitLimit: RequestHandler = options.submitLimit ?? ((_req, _res, next) => next());
+  const read = auth.require('read');
+  const write = auth.require('write');
+  router.use(BASE, auth.identify);
+
+  const idempotency = submitIdempotency(options.idempotency ?? jobStore.idempotency, options.idempotencyScope);
+
+  router.post(SUBMIT_PATH, ...submitHandlers({ ...options, auth, idempotency }));
 
   // The tracker's "download selected": several builds as one batch job (see worker/batch-coordinator.ts).
   router.post(`${BASE}/download-selected`, write, submitLimit, idempotency, async (req, res) => {

@@ -12,7 +12,7 @@ import winston from 'winston';
 import { createApp } from '../../api/app.js';
 import { createAuth } from '../../api/auth.js';
 import { createApi, type Api } from '../../api/create-api.js';
-import { createStatusRoute } from '../../api/download-routes.js';
+import { createStatusRoute, createSubmitRoute } from '../../api/download-routes.js';
 import type { JobStore } from '../../api/job-store.js';
 import { createStreamTokens } from '../../api/stream-tokens.js';
 import { loadConfig, type Config } from '../../shared/config.js';
@@ -31,6 +31,7 @@ const SECRET = 'stream-secret-0123456789abcdef0123456789';
 const JENKINS = 'https://jenkins.example/';
 const ORIGIN = 'https://tracker.example.com';
 const STATUS = (id: string) => `/api/v1/jenkins/download/${id}/status`;
+const SUBMIT = '/api/v1/jenkins/download';
 
 /** An API in this process whose log lines are kept (JSON, level http). */
 interface LoggedApi {
@@ -345,6 +346,89 @@ describe('GET .../status before the router answers exactly as the router does', 
     const plainMetrics = await requestMetrics(plain.base);
     expect(plainMetrics).toEqual(await requestMetrics(routed.base));
     expect(plainMetrics).toEqual(expect.arrayContaining([expect.stringMatching(/route="\/api\/v1\/jenkins\/download\/:id\/status",status="200"/)]));
+  });
+
+  it('takes only the canonical POST of the submit URL', () => {
+    const auth = createAuth({ tokens: [], open: true, streamTokens: createStreamTokens(undefined) });
+    const route = createSubmitRoute({ jenkinsUrl: JENKINS, jobStore: {} as JobStore, auth, idempotency: (_req, _res, next) => next() });
+    const match = (method: string, url: string) => route.match({ method, url } as IncomingMessage);
+    expect(match('POST', SUBMIT)).toEqual({});
+    expect(match('POST', `${SUBMIT}?x=1`)).toEqual({});
+    for (const url of [`${SUBMIT}/`, SUBMIT.toUpperCase(), `${SUBMIT}-selected`, `${SUBMIT}/x`]) expect(match('POST', url)).toBeNull();
+    expect(match('GET', SUBMIT)).toBeNull();
+  });
+
+  it('POST .../download: the same answers to new, duplicate, invalid, unauthorised and idempotent submits', async () => {
+    const submitInit = (body: unknown, headers: Record<string, string> = bearer(WRITE)) => ({
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const buildUrl = (build: number) => `${JENKINS}job/QA_Release_8.1/job/submit/${build}/`;
+
+    // Both APIs spend the same caller's rate-limit budget (in Redis): RateLimit-Remaining counts down
+    // across them, so it is compared by presence. A new job's answer names its own id (and the ETag
+    // of that body), so those are compared by shape.
+    const normalise = (answer: Answer, ids: 'keep' | 'mask') => ({
+      ...answer,
+      headers: {
+        ...answer.headers,
+        ...(answer.headers['ratelimit-remaining'] === undefined ? {} : { 'ratelimit-remaining': 'N' }),
+        ...(ids === 'mask' ? { etag: 'ETAG' } : {}),
+      },
+      body: ids === 'mask' ? answer.body.replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, 'JOB') : answer.body,
+    });
+    const sameSubmit = async (init: { method: string; headers: Record<string, string>; body: string }) => {
+      caseNumber += 1;
+      const headers = { 'x-request-id': `case-${caseNumber}`, ...init.headers };
+      const fromPlain = await request(`${plain.base}${SUBMIT}`, { ...init, headers });
+      const fromRouter = await request(`${routed.base}${SUBMIT}`, { ...init, headers });
+      expect(normalise(fromPlain, 'keep')).toEqual(normalise(fromRouter, 'keep'));
+      return fromPlain;
+    };
+    const answers: Answer[] = [];
+    caseNumber += 1;
+    for (const base of [plain.base, routed.base]) {
+      const init = submitInit({ job_url: buildUrl(100) });
+      const answer = await request(`${base}${SUBMIT}`, { ...init, headers: { ...init.headers, 'x-request-id': `case-${caseNumber}` } });
+      expect(answer.status).toBe(202);
+      answers.push(answer);
+      // Cancelled, so the other API's submit of the same build is a new job too.
+      const cancel = await fetch(`${base}/api/v1/jenkins/download/${String(json(answer).job_id)}/cancel`, { method: 'POST', headers: bearer(WRITE) });
+      expect(cancel.status).toBe(200);
+    }
+    expect(json(answers[0] as Answer).job_id).not.toBe(json(answers[1] as Answer).job_id);
+    expect(normalise(answers[0] as Answer, 'mask')).toEqual(normalise(answers[1] as Answer, 'mask'));
+    expect((answers[0] as Answer).headers['ratelimit-limit']).toBeDefined();
+
+    // A duplicate of a pending job: both answer 200 with that job.
+    const first = await request(`${plain.base}${SUBMIT}`, submitInit({ job_url: buildUrl(200) }));
+    expect(first.status).toBe(202);
+    const duplicate = await sameSubmit(submitInit({ job_url: buildUrl(200) }));
+    expect(duplicate.status).toBe(200);
+    expect(json(duplicate)).toMatchObject({ job_id: json(first).job_id, deduplicated: true });
+
+    // Invalid requests: the same 400s.
+    for (const body of ['{x', JSON.stringify({}), JSON.stringify({ job_url: 'https://other.example/job/a/1/' }), JSON.stringify({ job_url: buildUrl(1), release: 7 })]) {
+      const invalid = await sameSubmit(submitInit(body));
+      expect(invalid.status).toBe(400);
+      expect(json(invalid)).toMatchObject({ error: { code: 'VALIDATION_FAILED' } });
+    }
+    const wrongType = await sameSubmit({ method: 'POST', headers: { ...bearer(WRITE), 'content-type': 'text/plain' }, body: 'job_url=x' });
+    expect(wrongType.status).toBe(400);
+
+    // Credentials: none is 401, a read token is 403.
+    expect((await sameSubmit(submitInit({ job_url: buildUrl(300) }, {}))).status).toBe(401);
+    expect((await sameSubmit(submitInit({ job_url: buildUrl(300) }, bearer(READ)))).status).toBe(403);
+
+    // Idempotency-Key: the first answer is stored; both APIs replay it the same way.
+    const keyed = submitInit({ job_url: buildUrl(400) }, { ...bearer(WRITE), 'idempotency-key': 'submit-key-1' });
+    const stored = await request(`${plain.base}${SUBMIT}`, keyed);
+    expect(stored.status).toBe(202);
+    const replayed = await sameSubmit(keyed);
+    expect(replayed.status).toBe(202);
+    expect(replayed.headers['idempotent-replayed']).toBe('true');
+    expect(json(replayed).job_id).toBe(json(stored).job_id);
   });
 
   it('Redis unreachable, then a stopping API: the same 503s', async () => {
