@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { FinalStatus } from './job-contract.js';
+import type { FinalStatus, Progress } from './job-contract.js';
+import { serializeProgress } from './job-progress.js';
 import type { Keys } from './keys.js';
 import { cursorSequence, START_CURSOR } from './log-cursor.js';
 
@@ -29,9 +31,29 @@ export interface JobLogOptions {
   readonly ttlSeconds: number;
 }
 
+/** A line waiting to be appended, with the time it was written (its `t` field). */
+export interface PendingLine {
+  readonly message: string;
+  /** ISO 8601. */
+  readonly timestamp: string;
+}
+
+export interface AppendBatchOptions {
+  /** Also replaces the job's progress snapshot (the stream ferry's status reads), in the same step. */
+  readonly progress?: Progress | undefined;
+  /** Also makes the log and the progress snapshot live again, as {@link JobLog.keep} does. */
+  readonly keep?: boolean;
+}
+
 export interface JobLog {
   /** Appends one line; returns its cursor. */
   append(jobId: string, message: string): Promise<string>;
+  /**
+   * Appends `lines` in order, and the options' progress snapshot, in one round trip and one atomic
+   * step: all of it or (on an error such as Redis refusing writes when full) none of it, so a caller
+   * that keeps the lines and tries again never writes one twice or out of order.
+   */
+  appendBatch(jobId: string, lines: readonly PendingLine[], options?: AppendBatchOptions): Promise<void>;
   /** Makes the log live again when an attempt starts (a retried job's log had an expiry set). */
   keep(jobId: string): Promise<void>;
   /**
@@ -71,6 +93,41 @@ redis.call('EXPIRE', KEYS[2], ARGV[5])
 return ended and 0 or 1
 `;
 
+/**
+ * Appends lines to a log (KEYS[1]) and optionally replaces the progress snapshot (KEYS[2], same
+ * slot). ARGV: MAXLEN, the snapshot ('' for none), '1' to PERSIST both keys first, then
+ * message/timestamp pairs. A script runs whole or, when Redis refuses writes, not at all.
+ */
+const APPEND_SCRIPT = `
+if ARGV[3] == '1' then
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+end
+for i = 4, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '0-*', 'm', ARGV[i], 't', ARGV[i + 1])
+end
+if ARGV[2] ~= '' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '1', '*', 'p', ARGV[2])
+end
+return 1
+`;
+
+/** A Lua script run by its SHA1 (EVALSHA), loaded with EVAL the first time a server lacks it. */
+function script(source: string): (redis: Redis, keys: readonly string[], args: readonly string[]) => Promise<unknown> {
+  const sha = createHash('sha1').update(source).digest('hex');
+  return async (redis, keys, args) => {
+    try {
+      return await redis.evalsha(sha, keys.length, ...keys, ...args);
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+      return redis.eval(source, keys.length, ...keys, ...args);
+    }
+  };
+}
+
+const runEnd = script(END_SCRIPT);
+const runAppend = script(APPEND_SCRIPT);
+
 export function parseLogEntry(id: string, fields: string[]): LogEntry {
   const map = new Map<string, string>();
   for (let i = 0; i + 1 < fields.length; i += 2) map.set(fields[i] as string, fields[i + 1] as string);
@@ -99,22 +156,22 @@ export function createJobLog({ redis, keys, maxLines, ttlSeconds }: JobLogOption
       return id ?? '';
     },
 
+    async appendBatch(jobId, lines, options = {}) {
+      if (lines.length === 0 && options.progress === undefined && !options.keep) return;
+      const args = [String(maxLines), options.progress ? serializeProgress(options.progress) : '', options.keep ? '1' : '0'];
+      for (const line of lines) args.push(line.message, line.timestamp);
+      await runAppend(redis, [keys.log(jobId), keys.progress(jobId)], args);
+    },
+
     async keep(jobId) {
       await redis.persist(keys.log(jobId));
     },
 
     async end(jobId, status, error, lastLine) {
-      await redis.eval(
-        END_SCRIPT,
-        2,
-        keys.log(jobId),
-        keys.progress(jobId),
-        String(maxLines),
-        status,
-        error ?? '',
-        new Date().toISOString(),
-        String(ttlSeconds),
-        lastLine ?? '',
+      await runEnd(
+        redis,
+        [keys.log(jobId), keys.progress(jobId)],
+        [String(maxLines), status, error ?? '', new Date().toISOString(), String(ttlSeconds), lastLine ?? ''],
       );
     },
 

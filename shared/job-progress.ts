@@ -18,6 +18,11 @@ export function parseProgress(fields: string[] | undefined): Progress {
   }
 }
 
+/** The stored form of a snapshot: the value of the `p` field of the progress stream's entry. */
+export function serializeProgress(progress: Progress): string {
+  return JSON.stringify(progress);
+}
+
 export async function publishProgress(redis: Redis, keys: Keys, jobId: string, progress: Progress): Promise<void> {
-  await redis.xadd(keys.progress(jobId), 'MAXLEN', '1', '*', 'p', JSON.stringify(progress));
+  await redis.xadd(keys.progress(jobId), 'MAXLEN', '1', '*', 'p', serializeProgress(progress));
 }

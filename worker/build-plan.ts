@@ -137,6 +137,22 @@ export async function listModules(
   return (await resolveModules(jenkins, jobUrl, signal, log)).modules;
 }
 
+/** Compiled include globs by list: most jobs use ARTIFACT_INCLUDE, so each list is compiled once. */
+const matchers = new Map<string, (path: string) => boolean>();
+const MAX_MATCHERS = 64;
+
+function includeMatcher(include: readonly string[]): (path: string) => boolean {
+  if (include.length === 0) return () => true;
+  const key = JSON.stringify(include);
+  let matcher = matchers.get(key);
+  if (!matcher) {
+    if (matchers.size >= MAX_MATCHERS) matchers.clear();
+    matcher = picomatch([...include], { dot: true });
+    matchers.set(key, matcher);
+  }
+  return matcher;
+}
+
 export async function planBuild(jenkins: JenkinsClient, request: PlanRequest): Promise<PlannedModule[]> {
   const sources: Array<{ name: string; buildUrl: string; info: BuildInfo }> = [];
   if (request.moduleName !== undefined) {
@@ -151,7 +167,7 @@ export async function planBuild(jenkins: JenkinsClient, request: PlanRequest): P
     }
   }
 
-  const matches = request.include.length > 0 ? picomatch([...request.include], { dot: true }) : () => true;
+  const matches = includeMatcher(request.include);
   const fingerprints = await Promise.all(sources.map((source) => getFingerprints(jenkins, source.buildUrl, source.info, request.signal)));
   return sources.map(({ name, buildUrl, info: moduleInfo }, moduleIndex) => {
     const relativeDir = [request.release, name, String(moduleInfo.number)];

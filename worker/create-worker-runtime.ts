@@ -3,7 +3,6 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../shared/config.js';
 import type { BatchData, JobData, JobResult } from '../shared/job-contract.js';
 import { createJobLog, type JobLog } from '../shared/job-log.js';
-import { publishProgress } from '../shared/job-progress.js';
 import { createKeys } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
 import { createBatchCoordinator } from './batch-coordinator.js';
@@ -59,6 +58,10 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
       metrics.logLine();
       return cursor;
     },
+    appendBatch: async (jobId, lines, batchOptions) => {
+      await baseLog.appendBatch(jobId, lines, batchOptions);
+      metrics.logLine(lines.length);
+    },
   };
   if (config.transfer.tlsInsecure) {
     logger.warn('JENKINS_TLS_INSECURE=true: TLS certificates of Jenkins are NOT verified; anyone on the path can read the credentials');
@@ -91,8 +94,8 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     folderLock: createFolderLock(redis, keys, config.jobLockMs),
     isCancelRequested: async (jobId) => (await redis.exists(keys.cancelRequest(jobId))) === 1,
     ...(options.progressIntervalMs !== undefined ? { progressIntervalMs: options.progressIntervalMs } : {}),
-    publishProgress: async (job, progress) => {
-      await Promise.all([publishProgress(redis, keys, job.id as string, progress), job.updateProgress(progress)]);
+    publishBullProgress: async (job, progress) => {
+      await job.updateProgress(progress);
     },
   });
   const downloads = createDownloadWorker({

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { rm } from 'node:fs/promises';
 import { UnrecoverableError, type Job } from 'bullmq';
-import { CANCELLED_PREFIX, isCancelReason, JobDataSchema, type FileRecord, type JobData, type JobResult } from '../shared/job-contract.js';
+import { CANCELLED_PREFIX, isCancelReason, JobDataSchema, type FileRecord, type JobData, type JobResult, type Progress } from '../shared/job-contract.js';
 import type { Config } from '../shared/config.js';
 import type { JobLog } from '../shared/job-log.js';
 import type { Logger } from '../shared/logger.js';
@@ -11,13 +11,15 @@ import { fetchArtifact, formatBytes, partPathFor, type DownloadedFile } from './
 import { mapWithConcurrency } from './map-with-concurrency.js';
 import type { JenkinsClient } from './jenkins-client.js';
 import { readVerifiedManifest, writeManifest } from './manifest.js';
+import { createJobJournal } from './job-journal.js';
 import { createProgressReporter, type ProgressReporter } from './progress-reporter.js';
 import { UnsafePathError } from './safe-path.js';
 
 export interface DownloadProcessorOptions {
   readonly jenkins: JenkinsClient;
   readonly jobLog: JobLog;
-  readonly publishProgress: (job: Job, progress: JobResult['progress']) => Promise<void>;
+  /** Shows a snapshot on the BullMQ job itself (what Bull Board shows); ferry's own snapshot goes with the log. */
+  readonly publishBullProgress: (job: Job, progress: Progress) => Promise<void>;
   readonly logger: Logger;
   readonly downloadDir: string;
   /** ARTIFACT_INCLUDE: globs used when the request names none. */
@@ -30,13 +32,15 @@ export interface DownloadProcessorOptions {
   readonly transfer: Pick<Config['transfer'], 'maxArtifactBytes' | 'minSpeedBytes' | 'stallSeconds' | 'maxConnections'>;
   /** Milliseconds between progress snapshots. */
   readonly progressIntervalMs?: number;
+  /** Milliseconds a log line may wait to be written with the lines after it (default 50). */
+  readonly logFlushMs?: number;
   /** False once this process may no longer write a job's files (see worker/job-controls.ts). */
   readonly canWrite?: (jobId: string) => boolean;
   /** Bytes just written to disk (for metrics). */
   readonly onBytes?: (bytes: number) => void;
 }
 
-type Log = (message: string) => Promise<unknown>;
+type Log = (message: string) => void;
 
 export type DownloadProcessor = (job: Job<JobData, JobResult>, token?: string, signal?: AbortSignal) => Promise<JobResult>;
 
@@ -58,10 +62,6 @@ function withContext(prefix: string, error: unknown): Error {
 export function createDownloadProcessor(options: DownloadProcessorOptions): DownloadProcessor {
   const { jenkins, jobLog, logger, downloadDir, folderLock } = options;
   const host = hostname();
-  /** A log line nobody waits for; its failure (Redis down or full) is logged, never an unhandled rejection. */
-  const fire = (log: Log, message: string) => {
-    log(message).catch((error: unknown) => logger.warn('could not append a job log line', { error: (error as Error).message }));
-  };
 
   const downloadFile = async (job: Job, module: PlannedModule, file: PlannedFile, prefix: string, progress: ProgressReporter, signal: AbortSignal, log: Log) => {
     const jobId = job.id as string;
@@ -86,8 +86,8 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
           }
           const size = total === undefined ? 'size unknown' : formatBytes(total);
           const resuming = resumedFrom > 0 ? `, resuming at ${formatBytes(resumedFrom)}` : '';
-          if (!announced) fire(log, `${prefix} ${module.name}: ${file.relativePath} (${size}${resuming})`);
-          else if (resumedFrom > 0) fire(log, `${prefix} ${module.name}: ${file.relativePath}: resuming at ${formatBytes(resumedFrom)}`);
+          if (!announced) log(`${prefix} ${module.name}: ${file.relativePath} (${size}${resuming})`);
+          else if (resumedFrom > 0) log(`${prefix} ${module.name}: ${file.relativePath}: resuming at ${formatBytes(resumedFrom)}`);
           announced = true;
         },
         onProgress: (bytes) => {
@@ -95,7 +95,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
           options.onBytes?.(bytes - countedBytes);
           countedBytes = bytes;
         },
-        onNote: (message) => fire(log, `${prefix} ${module.name}: ${file.relativePath}: ${message}`),
+        onNote: (message) => log(`${prefix} ${module.name}: ${file.relativePath}: ${message}`),
       });
     } catch (error) {
       throw withContext(`${prefix} ${module.name}: ${file.relativePath}`, error);
@@ -140,29 +140,52 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
     const batch = data.batch;
     // A batch's module job also writes every line to the batch's log, numbered over the batch.
     const batchPrefix = batch ? `[${batch.index + 1}/${batch.total}]` : '';
-    const log: Log = batch
-      ? (message) =>
-          Promise.all([
-            jobLog.append(jobId, message),
-            jobLog.append(batch.id, message.startsWith(batchPrefix) ? message : `${batchPrefix} ${data.module ?? 'module'}: ${message}`),
-          ])
-      : (message) => jobLog.append(jobId, message);
+    const journal = createJobJournal({
+      jobLog,
+      jobId,
+      batch: batch
+        ? { id: batch.id, format: (message) => (message.startsWith(batchPrefix) ? message : `${batchPrefix} ${data.module ?? 'module'}: ${message}`) }
+        : undefined,
+      delayMs: options.logFlushMs ?? 50,
+      onError: (error) => logger.warn('could not write job log lines; trying again', { job_id: jobId, error: (error as Error).message }),
+    });
+    const log: Log = (message) => journal.line(message);
     const cancelRequested = async () =>
       (await options.isCancelRequested(jobId)) || (batch !== undefined && (await options.isCancelRequested(batch.id)));
+
+    // ferry's snapshot (what status and the log stream show) goes out with the log lines. The BullMQ
+    // job's copy (Bull Board) costs a script per update: at most one per interval, none for a job
+    // shorter than that (its result holds the final progress), and the final one for a job that showed any.
+    const intervalMs = options.progressIntervalMs ?? 500;
+    let bullShownAt: number | undefined;
+    let finishing = false;
+    const startedAt = Date.now();
     const progress = createProgressReporter(
-      (snapshot) => options.publishProgress(job, snapshot),
-      options.progressIntervalMs ?? 500,
+      async (snapshot) => {
+        journal.progress(snapshot);
+        const now = Date.now();
+        if (finishing ? bullShownAt !== undefined : now - (bullShownAt ?? startedAt) >= intervalMs) {
+          bullShownAt = now;
+          await options.publishBullProgress(job, snapshot);
+        }
+      },
+      intervalMs,
       (error) => logger.warn('progress publish failed', { job_id: jobId, error }),
     );
+    /** Writes what is left: the final snapshot and every queued line, before BullMQ records the outcome. */
+    const settle = async () => {
+      finishing = true;
+      await progress.flush();
+      await journal.close();
+    };
 
-    await jobLog.keep(jobId);
     if (await cancelRequested()) throw new UnrecoverableError(`${CANCELLED_PREFIX} before it started`);
     let planned: PlannedModule[] = [];
-    await log(`Attempt ${job.attemptsStarted}: downloading ${data.job_url} for release ${data.release}`);
-    if (job.stalledCounter > 0) {
-      await log(`Resumed after a stall (${job.stalledCounter} so far): the worker that ran it stopped renewing its lock; partial files are kept`);
-    }
-    try {
+    const run = async (): Promise<JobResult> => {
+      log(`Attempt ${job.attemptsStarted}: downloading ${data.job_url} for release ${data.release}`);
+      if (job.stalledCounter > 0) {
+        log(`Resumed after a stall (${job.stalledCounter} so far): the worker that ran it stopped renewing its lock; partial files are kept`);
+      }
       let modules: PlannedModule[];
       try {
         modules = await planBuild(jenkins, {
@@ -171,7 +194,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
           include: data.artifacts.length > 0 ? data.artifacts : options.defaultInclude,
           downloadDir,
           signal,
-          log,
+          log: async (message) => log(message),
           moduleName: data.module,
         });
       } catch (error) {
@@ -179,7 +202,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       }
       const total = modules.length;
       progress.update({ modules_total: total, files_total: modules.reduce((sum, m) => sum + m.files.length, 0) }, 'set');
-      await progress.flush();
+      journal.progress(progress.current);
 
       planned = modules;
       const files: FileRecord[] = [];
@@ -187,10 +210,10 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
         const prefix = batch ? batchPrefix : `[${index + 1}/${total}]`;
         // Pub/sub is fire-and-forget: the marker also stops a job whose worker missed the message.
         if (await cancelRequested()) throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
-        await log(`${prefix} ${module.name}: build #${module.build}, ${module.files.length} artifact(s)`);
+        log(`${prefix} ${module.name}: build #${module.build}, ${module.files.length} artifact(s)`);
         // One writer per folder: overlapping build maps or a second submit wait for the first.
         await folderLock.withLock(module.relativeDir, jobId, signal, (holder) => {
-          fire(log, `${prefix} ${module.name}: waiting for job ${holder}, which is writing ${module.relativeDir}`);
+          log(`${prefix} ${module.name}: waiting for job ${holder}, which is writing ${module.relativeDir}`);
         }, async () => {
           const existing = data.skip_existing
             ? await readVerifiedManifest(module.dir, module.files.map((file) => file.relativePath))
@@ -199,28 +222,43 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
             const bytes = existing.files.reduce((sum, file) => sum + file.size, 0);
             progress.update({ files_done: existing.files.length, bytes_done: bytes, bytes_total: bytes });
             files.push(...existing.files.map(({ path, size, sha256 }) => ({ path: `${module.relativeDir}/${path}`, size, sha256, host })));
-            await log(`${prefix} ${module.name}: already downloaded and verified, skipped`);
+            log(`${prefix} ${module.name}: already downloaded and verified, skipped`);
           } else {
             files.push(...(await downloadModule(job, module, prefix, progress, signal, log)));
-            await log(`${prefix} ${module.name}: done`);
+            log(`${prefix} ${module.name}: done`);
           }
         });
         progress.update({ modules_done: 1 });
       }
-      await progress.flush();
       const bytes = files.reduce((sum, file) => sum + file.size, 0);
-      await log(`Downloaded ${files.length} file(s), ${formatBytes(bytes)}, from ${total} module(s)`);
+      log(`Downloaded ${files.length} file(s), ${formatBytes(bytes)}, from ${total} module(s)`);
       return { files, progress: progress.current };
+    };
+
+    let result: JobResult;
+    try {
+      result = await run();
     } catch (error) {
-      const reason = signal.aborted ? String((signal.reason as Error | undefined)?.message ?? signal.reason) : '';
-      if (isCancelReason(reason) || (error instanceof UnrecoverableError && isCancelReason(error.message))) {
-        // A cancelled job leaves no partial files; completed files and manifests stay valid.
-        await removePartFiles(planned, jobId);
-        throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
+      try {
+        const reason = signal.aborted ? String((signal.reason as Error | undefined)?.message ?? signal.reason) : '';
+        if (isCancelReason(reason) || (error instanceof UnrecoverableError && isCancelReason(error.message))) {
+          // A cancelled job leaves no partial files; completed files and manifests stay valid.
+          await removePartFiles(planned, jobId);
+          throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
+        }
+        throw error;
+      } finally {
+        // The job's own failure is what BullMQ records; a log Redis refused is only reported.
+        await settle().catch((flushError: unknown) =>
+          logger.warn('could not write the last job log lines', { job_id: jobId, error: (flushError as Error).message }),
+        );
       }
-      throw error;
-    } finally {
-      await progress.flush();
     }
+    try {
+      await settle();
+    } catch (error) {
+      throw new Error(`Could not write the job's log to Redis: ${(error as Error).message}`, { cause: error });
+    }
+    return result;
   };
 }

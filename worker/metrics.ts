@@ -11,7 +11,8 @@ export interface WorkerMetrics {
   jobFinished(queue: string, outcome: 'completed' | 'failed' | 'cancelled' | 'handed_back', seconds: number, reason?: string): void;
   bytesDownloaded(bytes: number): void;
   retried(message: string): void;
-  logLine(): void;
+  /** `count` (default 1) job log lines were written. */
+  logLine(count?: number): void;
 }
 
 export function createWorkerMetrics(redis: Redis): WorkerMetrics {
@@ -40,7 +41,9 @@ export function createWorkerMetrics(redis: Redis): WorkerMetrics {
       if (count > 0) bytes.inc(count);
     },
     retried: (message) => retries.inc({ kind: errorKind(message) }),
-    logLine: () => lines.inc(),
+    logLine: (count = 1) => {
+      if (count > 0) lines.inc(count);
+    },
   };
 }
 

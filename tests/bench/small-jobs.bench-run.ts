@@ -4,7 +4,9 @@
  * through ferry's API; jobs per second from the first submit to the last job's finishedOn. The
  * baseline, in the same run: 2 bare BullMQ worker processes (tests/bench/baselines/bare-worker.mjs)
  * with the same concurrency that read each build's api/json and write the same files, with the jobs
- * added straight to their queue.
+ * added straight to their queue. ferry's submits go over keep-alive node:http sockets
+ * (createSubmitter): the bench process shares the 2 cores, and fetch's client cost per request was
+ * several times what queue.add costs the baseline's submitter.
  */
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -16,7 +18,7 @@ import { createKeys } from '../../shared/keys.js';
 import { startFakeJenkins } from '../helpers/fake-jenkins.js';
 import { startScript, type ChildService } from '../helpers/processes.js';
 import { startRedisServer } from '../helpers/redis-server.js';
-import { ferryEnv, startFerryApi, submitDownload } from './ferry-fleet.js';
+import { createSubmitter, ferryEnv, startFerryApi } from './ferry-fleet.js';
 import { createReport, describeMachine, processCpuSeconds, QUICK, sleep, startNode, type NodeChild } from './harness.js';
 
 const JOBS = QUICK ? 200 : 2_000;
@@ -137,7 +139,9 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
       const [ferryCpuBefore, apiCpuBefore] = [processCpu(pids), processCpuSeconds(apiPid)];
       const ferryCallsBefore = await commandCalls(redis);
       const ferryStarted = Date.now();
-      await submitAll((index) => submitDownload(api.url, builds[index] as string));
+      const submitter = createSubmitter(api.url, SUBMITTERS);
+      await submitAll((index) => submitter.submit(builds[index] as string));
+      submitter.close();
       const ferrySubmitSeconds = (Date.now() - ferryStarted) / 1000;
       const ferry = await waitForAll(
         createKeys('{ferry}').queuePrefix,

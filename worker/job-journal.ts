@@ -1,0 +1,141 @@
+import type { Progress } from '../shared/job-contract.js';
+import type { JobLog, PendingLine } from '../shared/job-log.js';
+
+/**
+ * What one job attempt writes to Redis besides its files: its log lines (and a batch's copy of
+ * them) and its progress snapshot, written in bursts rather than one round trip per line.
+ *
+ * A line is queued and written with the ones that follow it within `delayMs`, in one atomic
+ * script per log (see JobLog.appendBatch), so every line reaches Redis once and in order. A burst
+ * Redis refuses (full, say) stays queued, in front of newer lines, and is tried again. The
+ * processor awaits {@link JobJournal.close} before it returns or throws, so a job's log is
+ * complete before BullMQ records its outcome and the end entry is written after it. A worker that
+ * dies loses at most the lines of its last `delayMs`; the job itself is taken over as before.
+ */
+export interface JobJournal {
+  /** Queues a log line (timestamped now). */
+  line(message: string): void;
+  /** Queues a progress snapshot; only the newest one queued is written. */
+  progress(snapshot: Progress): void;
+  /** Writes everything queued now; resolves once Redis has it, rejects (keeping it queued) if Redis refused it. */
+  flush(): Promise<void>;
+  /** Flushes, trying again for a while if Redis refuses; rejects if it never takes the lines. */
+  close(): Promise<void>;
+}
+
+export interface JobJournalOptions {
+  readonly jobLog: JobLog;
+  readonly jobId: string;
+  /**
+   * A batch's module job: every line is also appended to the batch's log, as `format` words it
+   * (numbered over the batch).
+   */
+  readonly batch?: { readonly id: string; readonly format: (message: string) => string } | undefined;
+  /** Milliseconds a queued line may wait for more before the burst is written. */
+  readonly delayMs: number;
+  /** Waits between the tries of {@link JobJournal.close} (milliseconds). */
+  readonly closeRetryDelaysMs?: readonly number[];
+  /** A burst Redis refused (it stays queued and is tried again). */
+  readonly onError: (error: unknown) => void;
+}
+
+const DEFAULT_CLOSE_RETRIES = [100, 250, 500, 1_000, 2_000, 4_000];
+
+/** One log the journal writes to: its queued lines, and for the job's own log the snapshot. */
+interface Target {
+  readonly jobId: string;
+  readonly format: (message: string) => string;
+  readonly withProgress: boolean;
+  lines: PendingLine[];
+}
+
+export function createJobJournal(options: JobJournalOptions): JobJournal {
+  const { jobLog, delayMs } = options;
+  const own: Target = { jobId: options.jobId, format: (message) => message, withProgress: true, lines: [] };
+  const targets: Target[] = options.batch ? [own, { jobId: options.batch.id, format: options.batch.format, withProgress: false, lines: [] }] : [own];
+  let snapshot: Progress | undefined;
+  /** The first write of an attempt makes the log and snapshot live again (a retried job's log had an expiry). */
+  let keep = true;
+  let timer: NodeJS.Timeout | undefined;
+  /** The write in flight: writes go one at a time, so a refused burst is retried before newer lines. */
+  let chain: Promise<void> = Promise.resolve();
+  let failures = 0;
+
+  const writeTarget = async (target: Target) => {
+    const lines = target.lines;
+    const progress = target.withProgress ? snapshot : undefined;
+    const keepNow = target.withProgress && keep;
+    if (lines.length === 0 && progress === undefined && !keepNow) return;
+    target.lines = [];
+    if (target.withProgress) snapshot = undefined;
+    try {
+      await jobLog.appendBatch(target.jobId, lines, { progress, keep: keepNow });
+      if (keepNow) keep = false;
+    } catch (error) {
+      // Nothing of the burst was written: put it back in front of what came meanwhile.
+      target.lines = [...lines, ...target.lines];
+      if (target.withProgress) snapshot ??= progress;
+      throw error;
+    }
+  };
+
+  const writeAll = async () => {
+    const results = await Promise.allSettled(targets.map(writeTarget));
+    const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    if (failed) throw failed.reason;
+  };
+
+  const flush = (): Promise<void> => {
+    if (timer) {
+      clearTimeout(timer);
+      timer = undefined;
+    }
+    const run = chain.then(writeAll, writeAll);
+    chain = run.catch(() => undefined);
+    return run;
+  };
+
+  const schedule = (wait = delayMs) => {
+    timer ??= setTimeout(() => {
+      timer = undefined;
+      flush().then(
+        () => {
+          failures = 0;
+        },
+        (error: unknown) => {
+          options.onError(error);
+          failures += 1;
+          // Back off while Redis refuses, up to a few seconds between tries.
+          schedule(Math.min(delayMs * 2 ** failures, 5_000));
+        },
+      );
+    }, wait);
+  };
+
+  return {
+    line(message) {
+      const timestamp = new Date().toISOString();
+      for (const target of targets) target.lines.push({ message: target.format(message), timestamp });
+      schedule();
+    },
+    progress(next) {
+      snapshot = next;
+      schedule();
+    },
+    flush,
+    async close() {
+      const delays = options.closeRetryDelaysMs ?? DEFAULT_CLOSE_RETRIES;
+      for (let attempt = 0; ; attempt += 1) {
+        try {
+          await flush();
+          return;
+        } catch (error) {
+          const wait = delays[attempt];
+          if (wait === undefined) throw error;
+          options.onError(error);
+          await new Promise((resolve) => setTimeout(resolve, wait));
+        }
+      }
+    },
+  };
+}
