@@ -1,11 +1,13 @@
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { UnrecoverableError } from 'bullmq';
 import { AppError } from '../shared/errors.js';
 import { displayUrl, type ArtifactResponse, type JenkinsClient } from './jenkins-client.js';
+import { DirectGetUnsupported, type ResponseHead } from './direct-get.js';
+import { LeaseLostError, PartWriter, partWriterStream } from './part-writer.js';
 import { RetryableError } from './retry-policy.js';
 
 /** The bytes received do not match the fingerprint Jenkins published. */
@@ -50,12 +52,13 @@ export interface ArtifactDownload {
   readonly signal: AbortSignal;
   /** Called when a try starts writing: the total size when known, and the offset it resumes from. */
   readonly onStart: (total: number | undefined, resumedFrom: number) => void;
-  /** Bytes of this file on disk so far (absolute, so a restart from zero is reflected). */
+  /** Bytes of this file on disk so far (absolute, so a restart from zero is reflected); called after each write. */
   readonly onProgress: (fileBytes: number) => void;
   readonly onNote: (message: string) => void;
   /**
    * False once this process may no longer write the job's files (its lock lease ran out); checked
-   * before every chunk is written and before the final rename. Default: always true.
+   * for every chunk as it arrives, again before every write to the file is issued (writes are
+   * batched, see part-writer.ts), and before the final rename. Default: always true.
    */
   readonly canWrite?: () => boolean;
 }
@@ -85,8 +88,10 @@ async function sizeOf(file: string): Promise<number> {
   }
 }
 
+const READ_CHUNK = 1 << 20;
+
 async function hashInto(file: string, hashes: Hash[]): Promise<void> {
-  for await (const chunk of createReadStream(file)) for (const hash of hashes) hash.update(chunk as Buffer);
+  for await (const chunk of createReadStream(file, { highWaterMark: READ_CHUNK })) for (const hash of hashes) hash.update(chunk as Buffer);
 }
 
 async function fsyncPath(file: string): Promise<void> {
@@ -119,11 +124,35 @@ function watchSpeed(minSpeed: number, seconds: number) {
   return { signal: controller.signal, count: (bytes: number) => (current += bytes), stop: () => clearInterval(timer) };
 }
 
+/** Bodies at least this big are read with {@link JenkinsClient.readArtifactInto} (it costs a second request). */
+export const DIRECT_GET_MIN_BYTES = 64 << 20;
+
+/** What a try may do, kept across the tries of one file. */
+interface TransferState {
+  /** False once a direct read was refused: the http module reads the body from then on. */
+  directGet: boolean;
+}
+
+/** Refuses a second answer that differs from the first in what framed or identified the bytes. */
+function sameAnswerAs(first: ArtifactResponse): (head: ResponseHead) => void {
+  const fields = ['content-length', 'content-range', 'last-modified', 'etag'] as const;
+  return (head) => {
+    const changed = head.status !== first.status ? 'status' : fields.find((field) => head.headers[field] !== first.body.headers[field]);
+    if (changed) throw new DirectGetUnsupported(`the second answer differs from the first (${changed})`);
+  };
+}
+
 /**
  * One try: resume the .part when Jenkins honours the range exactly, else start from zero; stream
  * the body to disk while hashing it. Leaves the .part in place on an interrupted transfer.
  */
-async function tryOnce(jenkins: JenkinsClient, job: ArtifactDownload, metaPath: string, wantMd5: boolean): Promise<DownloadedFile & { md5?: string }> {
+async function tryOnce(
+  jenkins: JenkinsClient,
+  job: ArtifactDownload,
+  metaPath: string,
+  wantMd5: boolean,
+  state: TransferState,
+): Promise<DownloadedFile & { md5?: string }> {
   const meta = await readMeta(metaPath);
   let partSize = await sizeOf(job.partPath);
   if (partSize > 0 && (!meta || partSize >= meta.length)) {
@@ -166,36 +195,61 @@ async function tryOnce(jenkins: JenkinsClient, job: ArtifactDownload, metaPath: 
 
   const sha256 = createHash('sha256');
   const md5 = wantMd5 ? createHash('md5') : undefined;
-  const hashes = md5 ? [sha256, md5] : [sha256];
-  if (append) await hashInto(job.partPath, hashes);
-  let size = append ? partSize : 0;
-  job.onStart(total, size);
-  job.onProgress(size);
+  if (append) await hashInto(job.partPath, md5 ? [sha256, md5] : [sha256]);
+  const start = append ? partSize : 0;
+  job.onStart(total, start);
+  job.onProgress(start);
 
   const speed = watchSpeed(job.minSpeedBytes, job.stallSeconds);
+  const canWrite = job.canWrite ?? (() => true);
+  let received = start;
+  let writer: PartWriter | undefined;
+  const signal = AbortSignal.any([job.signal, speed.signal]);
   try {
-    await pipeline(
-      response.body,
-      async function* (source: AsyncIterable<Buffer>) {
-        for await (const chunk of source) {
-          if (job.canWrite && !job.canWrite()) throw new Error('the job lock lease ran out');
-          for (const hash of hashes) hash.update(chunk);
-          size += chunk.length;
-          speed.count(chunk.length);
-          job.onProgress(size);
-          yield chunk;
-        }
+    writer = await PartWriter.open({
+      path: job.partPath,
+      start,
+      expectedBytes: total === undefined ? undefined : total - start,
+      canWrite,
+      // Every byte once, as it arrives (still in the CPU cache): the lease, the hashes, the stall counter.
+      onChunk: (chunk) => {
+        if (!canWrite()) throw new LeaseLostError();
+        sha256.update(chunk);
+        md5?.update(chunk);
+        received += chunk.length;
+        speed.count(chunk.length);
       },
-      createWriteStream(job.partPath, { flags: append ? 'a' : 'w' }),
-      { signal: AbortSignal.any([job.signal, speed.signal]) },
-    );
+      onWritten: job.onProgress,
+    });
+    const framed = contentLength(response) !== undefined && response.body.headers['transfer-encoding'] === undefined;
+    if (state.directGet && writer.acceptsReads && framed && total !== undefined && total - start >= DIRECT_GET_MIN_BYTES) {
+      // A big body: not read through the http module (a buffer and a copy per 64 KiB) but asked for
+      // again on a connection whose socket reads land in the writer's slots.
+      response.body.destroy();
+      await jenkins.readArtifactInto(response.finalUrl, signal, append ? partSize : undefined, sameAnswerAs(response), writer);
+      await writer.finish();
+    } else {
+      await pipeline(response.body, partWriterStream(writer), { signal });
+    }
   } catch (error) {
+    response.body.destroy();
+    await writer?.abort(error as Error);
     if (job.signal.aborted) throw job.signal.reason ?? error;
     if (speed.signal.aborted) throw speed.signal.reason as Error;
-    throw new RetryableError('TRANSFER_INTERRUPTED', `transfer of ${displayUrl(job.url)} interrupted at byte ${size}: ${(error as Error).message}`, { cause: error });
+    if (error instanceof UnrecoverableError) throw error;
+    if (error instanceof DirectGetUnsupported) {
+      state.directGet = false;
+      throw new RetryableError('DIRECT_READ_REFUSED', `${displayUrl(job.url)}: ${error.message}; reading it through the http module instead`);
+    }
+    throw new RetryableError('TRANSFER_INTERRUPTED', `transfer of ${displayUrl(job.url)} interrupted at byte ${writer?.fileBytes ?? start}: ${(error as Error).message}`, {
+      cause: error,
+    });
   } finally {
     speed.stop();
   }
+  await writer.settled;
+  const size = writer.fileBytes;
+  if (size !== received) throw new RetryableError('TRANSFER_INTERRUPTED', `transfer of ${displayUrl(job.url)}: ${received} bytes received but ${size} written`);
   if (total !== undefined && size !== total) {
     if (size > total) await rm(job.partPath, { force: true });
     throw new RetryableError('SIZE_MISMATCH', `received ${size} bytes of ${displayUrl(job.url)} but Content-Length announced ${total}`);
@@ -213,9 +267,10 @@ export async function fetchArtifact(jenkins: JenkinsClient, job: ArtifactDownloa
   await mkdir(path.dirname(job.target), { recursive: true });
   const metaPath = `${job.partPath}.json`;
   const label = displayUrl(job.url);
+  const state: TransferState = { directGet: true };
   for (let integrityTry = 1; ; integrityTry += 1) {
     const result = await jenkins.retry(
-      () => jenkins.withConnection(() => tryOnce(jenkins, job, metaPath, job.expectedMd5 !== undefined)),
+      () => jenkins.withConnection(() => tryOnce(jenkins, job, metaPath, job.expectedMd5 !== undefined, state)),
       job.signal,
       label,
       job.onNote,
@@ -229,7 +284,7 @@ export async function fetchArtifact(jenkins: JenkinsClient, job: ArtifactDownloa
       continue;
     }
     await fsyncPath(job.partPath);
-    if (job.canWrite && !job.canWrite()) throw job.signal.reason ?? new Error('the job lock lease ran out');
+    if (job.canWrite && !job.canWrite()) throw job.signal.reason ?? new LeaseLostError();
     await rename(job.partPath, job.target);
     await rm(metaPath, { force: true });
     return { size: result.size, sha256: result.sha256 };
@@ -240,7 +295,7 @@ export async function fetchArtifact(jenkins: JenkinsClient, job: ArtifactDownloa
 export async function hashFile(file: string): Promise<DownloadedFile> {
   const hash = createHash('sha256');
   let size = 0;
-  for await (const chunk of createReadStream(file)) {
+  for await (const chunk of createReadStream(file, { highWaterMark: READ_CHUNK })) {
     hash.update(chunk as Buffer);
     size += (chunk as Buffer).length;
   }

@@ -4,6 +4,7 @@ import https from 'node:https';
 import tls from 'node:tls';
 import { UnrecoverableError } from 'bullmq';
 import { AppError } from '../shared/errors.js';
+import { directGet, DirectGetTransportError, type BodyTarget, type ResponseHead } from './direct-get.js';
 import { isRetryableStatus, parseRetryAfter, RetryableError, withRetries } from './retry-policy.js';
 import { createSemaphore, type Semaphore } from './semaphore.js';
 
@@ -56,6 +57,15 @@ export interface JenkinsClient {
    * redirects, asking Jenkins again each time, with `Range: bytes=<rangeStart>-` when given.
    */
   openArtifact(url: string, signal: AbortSignal, rangeStart?: number): Promise<ArtifactResponse>;
+  /**
+   * One GET of `url` exactly (no redirects: give it the `finalUrl` of an {@link openArtifact}
+   * answer) on a connection of its own, whose socket reads the body straight into `target` (see
+   * direct-get.ts), with `Range: bytes=<rangeStart>-` when given. `accept` sees the head first and
+   * throws to refuse it. Resolves once the whole body (framed by Content-Length) is committed.
+   * Rejects with the abort reason, an UnrecoverableError for a TLS certificate that is not
+   * trusted, DirectGetUnsupported, DirectGetTransportError, or what `accept` or `target` threw.
+   */
+  readArtifactInto(url: string, signal: AbortSignal, rangeStart: number | undefined, accept: (head: ResponseHead) => void, target: BodyTarget): Promise<ResponseHead>;
   /** Runs `operation` holding one of this process's Jenkins connection slots. */
   withConnection<T>(operation: () => Promise<T>): Promise<T>;
   /** Retries `operation` on retryable failures, with this client's policy; `onRetry` hears each retry. */
@@ -117,27 +127,34 @@ export function createJenkinsClient(options: JenkinsClientOptions): JenkinsClien
     https: new https.Agent({ keepAlive: true, rejectUnauthorized: !options.tlsInsecure, ...(ca ? { ca } : {}) }),
   };
 
+  /** Request headers for `target`: credentials only for the configured Jenkins origin, never for a redirect target elsewhere. */
+  const requestHeaders = (target: URL, headers: Record<string, string>): Record<string, string> => {
+    const all: Record<string, string> = { 'user-agent': 'ferry', accept: '*/*', ...headers };
+    if (authorization && target.origin === origin) all.authorization = authorization;
+    return all;
+  };
+
+  /** A TLS failure that retrying cannot change, as the UnrecoverableError to report; else undefined. */
+  const certificateFailure = (target: URL, error: NodeJS.ErrnoException): UnrecoverableError | undefined =>
+    error.code !== undefined && TLS_CERTIFICATE_ERRORS.has(error.code)
+      ? new UnrecoverableError(
+          `TLS certificate of ${target.origin} not accepted: ${error.message} (${error.code}); ` + 'for a private CA, set JENKINS_CA_FILE to its PEM file',
+        )
+      : undefined;
+
   /** One HTTP GET, no redirects followed. Network failures become RetryableError. */
   const get = (url: string, signal: AbortSignal, headers: Record<string, string>): Promise<IncomingMessage> =>
     new Promise((resolve, reject) => {
       const target = new URL(url);
-      const allHeaders: Record<string, string> = { 'user-agent': 'ferry', accept: '*/*', ...headers };
-      // Credentials go only to the configured Jenkins origin, never to a redirect target elsewhere.
-      if (authorization && target.origin === origin) allHeaders.authorization = authorization;
+      const allHeaders = requestHeaders(target, headers);
       const isHttps = target.protocol === 'https:';
       const req = (isHttps ? https : http).get(target, { headers: allHeaders, signal, agent: isHttps ? agents.https : agents.http }, resolve);
       req.setTimeout(idleTimeoutMs, () => req.destroy(new Error(`no answer for ${idleTimeoutMs} ms`)));
       req.on('error', (error: NodeJS.ErrnoException) => {
+        // A certificate failure is not retried: the same certificate meets the same trust settings on every try.
         if (signal.aborted) reject(signal.reason);
-        else if (error.code !== undefined && TLS_CERTIFICATE_ERRORS.has(error.code)) {
-          // Not retried: the same certificate meets the same trust settings on every try.
-          reject(
-            new UnrecoverableError(
-              `TLS certificate of ${target.origin} not accepted: ${error.message} (${error.code}); ` +
-                'for a private CA, set JENKINS_CA_FILE to its PEM file',
-            ),
-          );
-        } else reject(new RetryableError('JENKINS_NETWORK_ERROR', `Request to ${displayUrl(url)} failed: ${error.message}`, { cause: error }));
+        else if (certificateFailure(target, error)) reject(certificateFailure(target, error));
+        else reject(new RetryableError('JENKINS_NETWORK_ERROR', `Request to ${displayUrl(url)} failed: ${error.message}`, { cause: error }));
       });
     });
 
@@ -213,6 +230,25 @@ export function createJenkinsClient(options: JenkinsClientOptions): JenkinsClien
 
     openArtifact(url, signal, rangeStart) {
       return open(url, signal, rangeStart ? { range: `bytes=${rangeStart}-` } : {});
+    },
+
+    async readArtifactInto(url, signal, rangeStart, accept, target) {
+      const parsed = new URL(url);
+      try {
+        return await directGet({
+          url: parsed,
+          headers: requestHeaders(parsed, rangeStart ? { range: `bytes=${rangeStart}-` } : {}),
+          signal,
+          idleTimeoutMs,
+          tls: { rejectUnauthorized: !options.tlsInsecure, ...(ca ? { ca } : {}) },
+          accept,
+          target,
+        });
+      } catch (error) {
+        if (signal.aborted) throw signal.reason;
+        const cause = error instanceof DirectGetTransportError ? (error.cause as NodeJS.ErrnoException | undefined) : undefined;
+        throw (cause && certificateFailure(parsed, cause)) ?? error;
+      }
     },
   };
   return client;

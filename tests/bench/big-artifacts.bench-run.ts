@@ -7,6 +7,12 @@
  * 4 GiB artifact (1 GiB in quick mode) by curl and the worker, to show memory does not grow with
  * size. Worker speed is size / (job finishedOn - processedOn): everything the job does, its
  * api/json and fingerprint requests, the transfer with hashing, the fsync, the rename, the manifest.
+ *
+ * Every contender starts from the same page-cache state: right before each run the bench writes
+ * and deletes a scratch file as big as the download (up to 1 GiB). On this VM, writing into page
+ * cache costs 0.2 s per GiB with pages the guest freed a moment ago but up to 2.5 s per GiB with
+ * pages the host has not backed yet (free pages go back to the host a few seconds after they are
+ * freed), so without this a contender's speed depended on what ran just before it and how long ago.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, open, rm } from 'node:fs/promises';
@@ -68,8 +74,21 @@ it('big artifacts: worker MB/s vs curl, and worker peak RSS at two sizes', async
   const artifact = (build: string) => `${build}artifact/big.bin`;
   const out = (name: string) => path.join(work, name);
 
+  /** Writes and deletes a scratch file of `bytes` (at most SIZE): the pages it frees are warm for whoever writes next. */
+  const warmPageCache = async (bytes: number) => {
+    const zeros = Buffer.alloc(8 * MiB);
+    const handle = await open(out('warm.bin'), 'w');
+    try {
+      for (let written = 0; written < Math.min(bytes, SIZE); written += zeros.length) await handle.write(zeros);
+    } finally {
+      await handle.close();
+      await rm(out('warm.bin'), { force: true });
+    }
+  };
+
   const curl = async (url: string, bytes: number) => {
     const file = out('curl.bin');
+    await warmPageCache(bytes);
     const { stdout } = await run('curl', ['-sS', '-o', file, '-w', '%{time_total} %{size_download}', url]);
     const [seconds, size] = stdout.trim().split(' ').map(Number) as [number, number];
     if (size !== bytes) throw new Error(`curl got ${size} bytes, expected ${bytes}`);
@@ -84,6 +103,7 @@ it('big artifacts: worker MB/s vs curl, and worker peak RSS at two sizes', async
   };
 
   const plainNode = async (url: string, bytes: number) => {
+    await warmPageCache(bytes);
     const child = startNode('tests/bench/baselines/plain-stream.mjs', [url, out('plain.bin')], {});
     const code = await child.exited;
     if (code !== 0) throw new Error(`plain-stream exited ${code}: ${child.output()}`);
@@ -94,6 +114,7 @@ it('big artifacts: worker MB/s vs curl, and worker peak RSS at two sizes', async
   };
 
   const teeSha = async (url: string, bytes: number) => {
+    await warmPageCache(bytes);
     const { stdout, seconds } = await run('bash', ['-c', 'set -o pipefail; curl -sS "$1" | tee "$2" | sha256sum', 'bash', url, out('tee.bin')]);
     await rm(out('tee.bin'), { force: true });
     return { mbps: mbPerSecond(bytes, seconds), sha256: stdout.split(' ')[0] ?? '' };
@@ -102,6 +123,7 @@ it('big artifacts: worker MB/s vs curl, and worker peak RSS at two sizes', async
   /** One job on a fresh worker process; the worker's peak RSS (VmHWM) is read before it stops. */
   const ferryWorker = async (build: string, bytes: number) => {
     const downloadDir = await mkdtemp(path.join(work, 'downloads-'));
+    await warmPageCache(bytes);
     const jobId = await submitDownload(api.url, build);
     const worker = startScript('worker', ferryEnv(redisServer.url, jenkins.url, downloadDir, { WORKER_CONCURRENCY: '1' }));
     const workerPid = worker.child.pid as number;
@@ -184,7 +206,8 @@ it('big artifacts: worker MB/s vs curl, and worker peak RSS at two sizes', async
     report.note(
       `worker MB/s = size / (job finishedOn - processedOn), so it includes api/json, the fingerprint request, hashing, ` +
         `fsync, rename and manifest; curl's is its own time_total without fsync; curl and the SHA-256 worker figures are the median of ${ROUNDS} alternating round(s), ` +
-        `peak RSS is VmHWM of a fresh worker process per run; the fake Jenkins (AES-CTR generated content) runs in the bench process`,
+        `peak RSS is VmHWM of a fresh worker process per run; the fake Jenkins (AES-CTR generated content) runs in the bench process; ` +
+        `before each run the bench writes and deletes a scratch file of the download's size (at most ${sizeLabel(SIZE)}) so every contender finds the page cache in the same state`,
     );
   } finally {
     await api.service.stop();
