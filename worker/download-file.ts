@@ -226,7 +226,11 @@ async function tryOnce(
       // A big body: not read through the http module (a buffer and a copy per 64 KiB) but asked for
       // again on a connection whose socket reads land in the writer's slots.
       response.body.destroy();
-      await jenkins.readArtifactInto(response.finalUrl, signal, append ? partSize : undefined, sameAnswerAs(response), writer);
+      // A failed write (or the lease running out at one) stops the socket too, even while it waits for room.
+      const writeFailed = new AbortController();
+      writer.onFailure((error) => writeFailed.abort(error));
+      const readSignal = AbortSignal.any([signal, writeFailed.signal]);
+      await jenkins.readArtifactInto(response.finalUrl, readSignal, append ? partSize : undefined, sameAnswerAs(response), writer);
       await writer.finish();
     } else {
       await pipeline(response.body, partWriterStream(writer), { signal });

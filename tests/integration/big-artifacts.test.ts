@@ -28,8 +28,8 @@ describe('big artifacts: the direct read path', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'ferry-big-'));
-    jenkins = await startFakeJenkins();
-    client = createJenkinsClient({ baseUrl: jenkins.url, retryBaseDelayMs: 1 });
+    jenkins = await startFakeJenkins({ user: 'ci', token: 'big-secret' });
+    client = createJenkinsClient({ baseUrl: jenkins.url, user: 'ci', apiToken: 'big-secret', retryBaseDelayMs: 1 });
   });
   afterAll(async () => {
     await jenkins?.close();
@@ -61,13 +61,14 @@ describe('big artifacts: the direct read path', () => {
   };
   const rangesOf = (name: string) => jenkins.requests.filter((request) => request.path.endsWith(`${name}.bin`)).map((request) => request.range);
 
-  it('asks twice (the second answer read into the slots), and the file is complete and verified', async () => {
+  it('asks twice (the second answer, with the credentials, read into the slots), and the file is complete and verified', async () => {
     const { url, sha256 } = artifact('whole');
     const run1 = download(client, url);
     expect(await run1.result()).toEqual({ size: SIZE, sha256 });
     expect(await hashFile(run1.target)).toEqual({ size: SIZE, sha256 });
     expect(run1.progress()).toBe(SIZE);
     expect(rangesOf('whole')).toEqual([undefined, undefined]);
+    expect(jenkins.requests.filter((request) => request.path.endsWith('whole.bin')).every((request) => request.authorized)).toBe(true);
     expect((await readdir(dir)).filter((name) => name.includes('.part'))).toEqual([]);
   });
 
