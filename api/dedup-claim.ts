@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { defineScript } from '../shared/redis-script.js';
 
 /**
  * Claims a submission's dedup pointer and enters the new job in the job index, in one atomic
@@ -25,7 +25,7 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], 0, ARGV[3])
 return {1}
 `;
-const SHA = createHash('sha1').update(SCRIPT).digest('hex');
+const run = defineScript(SCRIPT);
 
 export interface ClaimRequest {
   readonly pointerKey: string;
@@ -41,14 +41,11 @@ export interface ClaimRequest {
 export type ClaimOutcome = { readonly claimed: true } | { readonly claimed: false; readonly held: string | null };
 
 export async function claimDedupKey(redis: Redis, request: ClaimRequest): Promise<ClaimOutcome> {
-  const args = [request.pointerKey, request.indexKey, request.claim, String(Math.max(1, Math.round(request.ttlMs))), request.jobId, request.replacing ?? ''];
-  let result: unknown;
-  try {
-    result = await redis.evalsha(SHA, 2, ...args);
-  } catch (error) {
-    if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
-    result = await redis.eval(SCRIPT, 2, ...args);
-  }
+  const result = await run(
+    redis,
+    [request.pointerKey, request.indexKey],
+    [request.claim, String(Math.max(1, Math.round(request.ttlMs))), request.jobId, request.replacing ?? ''],
+  );
   const [won, held] = result as [number, string | undefined];
   return won === 1 ? { claimed: true } : { claimed: false, held: held ?? null };
 }

@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { defineScript } from '../shared/redis-script.js';
 
 /**
  * Compare-and-set of one string key, atomically in Redis: the key is changed only while it still
@@ -18,7 +18,7 @@ else
 end
 return 1
 `;
-const SHA = createHash('sha1').update(SCRIPT).digest('hex');
+const run = defineScript(SCRIPT);
 
 /**
  * Replaces `key`'s value with `next` (or deletes it when `next` is null) only if it is still
@@ -31,13 +31,6 @@ export async function compareAndSet(
   next: string | null,
   ttlMs: number | 'keep' = 'keep',
 ): Promise<boolean> {
-  const args = [key, expected, next ?? '', ttlMs === 'keep' ? '0' : String(Math.max(1, Math.round(ttlMs)))];
-  let result: unknown;
-  try {
-    result = await redis.evalsha(SHA, 1, ...args);
-  } catch (error) {
-    if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
-    result = await redis.eval(SCRIPT, 1, ...args);
-  }
+  const result = await run(redis, [key], [expected, next ?? '', ttlMs === 'keep' ? '0' : String(Math.max(1, Math.round(ttlMs)))]);
   return result === 1;
 }

@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Keys } from '../shared/keys.js';
 import { isCluster } from '../shared/redis.js';
+import { defineScript } from '../shared/redis-script.js';
 
 /** The job hash fields a status read needs (api/job-store.ts toStatusView). */
 const DOWNLOAD_FIELDS = ['data', 'returnvalue', 'failedReason', 'processedOn', 'finishedOn', 'ats', 'atm', 'timestamp'] as const;
@@ -59,7 +59,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return read(1, KEYS[1], KEYS[2], KEYS
 if redis.call('EXISTS', KEYS[6]) == 1 then return read(2, KEYS[6], KEYS[7], KEYS[8], KEYS[9], {${luaList(BATCH_FIELDS)}}) end
 return {0, redis.call('GET', KEYS[5])}
 `;
-const SHA = createHash('sha1').update(SCRIPT).digest('hex');
+const run = defineScript(SCRIPT);
 
 /** What a status read found: a job's records, a tombstone, or nothing. */
 export type JobRecords =
@@ -78,13 +78,7 @@ export type JobRecords =
 type ScriptAnswer = [0, string | null] | [1 | 2, 0 | 1, 0 | 1, 0 | 1, Array<string | null>, string[] | null];
 
 async function runScript(redis: Redis, keys: string[], jobId: string): Promise<ScriptAnswer> {
-  try {
-    return (await redis.evalsha(SHA, keys.length, ...keys, jobId)) as ScriptAnswer;
-  } catch (error) {
-    // A restarted (or flushed) Redis, or a Cluster node not asked before: EVAL loads it there.
-    if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
-    return (await redis.eval(SCRIPT, keys.length, ...keys, jobId)) as ScriptAnswer;
-  }
+  return (await run(redis, keys, [jobId])) as ScriptAnswer;
 }
 
 /** Reads one job's records for its status (see SCRIPT): one command, two on a Redis Cluster. */

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { defineScript } from './redis-script.js';
 import type { Redis } from 'ioredis';
 import type { FinalStatus, Progress } from './job-contract.js';
 import { serializeProgress } from './job-progress.js';
@@ -112,21 +112,8 @@ end
 return 1
 `;
 
-/** A Lua script run by its SHA1 (EVALSHA), loaded with EVAL the first time a server lacks it. */
-function script(source: string): (redis: Redis, keys: readonly string[], args: readonly string[]) => Promise<unknown> {
-  const sha = createHash('sha1').update(source).digest('hex');
-  return async (redis, keys, args) => {
-    try {
-      return await redis.evalsha(sha, keys.length, ...keys, ...args);
-    } catch (error) {
-      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
-      return redis.eval(source, keys.length, ...keys, ...args);
-    }
-  };
-}
-
-const runEnd = script(END_SCRIPT);
-const runAppend = script(APPEND_SCRIPT);
+const runEnd = defineScript(END_SCRIPT);
+const runAppend = defineScript(APPEND_SCRIPT);
 
 export function parseLogEntry(id: string, fields: string[]): LogEntry {
   const map = new Map<string, string>();
