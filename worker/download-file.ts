@@ -65,6 +65,14 @@ export interface ArtifactDownload {
 
 const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+)$/;
 
+/**
+ * Files smaller than this are not resumed: no `.part.json` is written for them, so a later try
+ * (which finds a `.part` without one) starts them again from zero. Resuming what a couple of socket
+ * reads carry saves nothing, and for the many small artifacts of a release the record's write,
+ * read and removal were a large share of the worker's file-system calls.
+ */
+export const RESUME_MIN_BYTES = 64 * 1024;
+
 /** `Content-Length` of a response, or undefined when absent or malformed. */
 function contentLength(response: ArtifactResponse): number | undefined {
   const header = response.body.headers['content-length'];
@@ -153,8 +161,9 @@ async function tryOnce(
   wantMd5: boolean,
   state: TransferState,
 ): Promise<DownloadedFile & { md5?: string }> {
-  const meta = await readMeta(metaPath);
   let partSize = await sizeOf(job.partPath);
+  // Without a partial file there is nothing to resume, and no record to read.
+  const meta = partSize > 0 ? await readMeta(metaPath) : null;
   if (partSize > 0 && (!meta || partSize >= meta.length)) {
     await rm(job.partPath, { force: true });
     partSize = 0;
@@ -191,7 +200,7 @@ async function tryOnce(
       `not enough free disk space for ${displayUrl(job.url)}: ${needed} bytes needed, ${disk.bavail * disk.bsize} free in ${path.dirname(job.partPath)}`,
     );
   }
-  if (total !== undefined) await writeFile(metaPath, JSON.stringify({ length: total, lastModified } satisfies PartMeta));
+  if (total !== undefined && total >= RESUME_MIN_BYTES) await writeFile(metaPath, JSON.stringify({ length: total, lastModified } satisfies PartMeta));
 
   const sha256 = createHash('sha256');
   const md5 = wantMd5 ? createHash('md5') : undefined;

@@ -91,6 +91,32 @@ describe('downloads that survive a real Jenkins (faults switched on in the fake 
     expect(log.some((line) => line.startsWith(`[1/1] fault_job_${builds}: big/drop.bin: resuming at`))).toBe(true);
   });
 
+  it('only files of RESUME_MIN_BYTES or more keep a resume record (.part.json) beside their .part', async () => {
+    const url = build([
+      { relativePath: 'r/small.bin', size: 60_000 },
+      { relativePath: 'r/large.bin', size: 100_000 },
+    ]);
+    jenkins.setThrottle(20_000);
+    try {
+      const id = await submit({ job_url: url, release: 'record', artifacts: ['**'] });
+      const names = async () => (await readdir(system.downloadDir, { recursive: true })).map(String);
+      // Both transfers under way (two Jenkins connections), the throttle keeps them there for seconds.
+      const during = await waitFor(async () => {
+        const all = await names();
+        return all.some((name) => name.includes('small.bin.') && name.endsWith('.part')) && all.some((name) => name.includes('large.bin.') && name.endsWith('.part')) ? all : null;
+      }, 'both .part files');
+      expect(during.some((name) => name.includes('large.bin.') && name.endsWith('.part.json'))).toBe(true);
+      expect(during.some((name) => name.includes('small.bin.') && name.endsWith('.part.json'))).toBe(false);
+      jenkins.setThrottle(undefined);
+      const done = await finished(id);
+      expect(done.status).toBe('completed');
+      await expectFilesMatch(done, url);
+      expect((await names()).filter((name) => name.includes('.part'))).toEqual([]);
+    } finally {
+      jenkins.setThrottle(undefined);
+    }
+  });
+
   it('503 with Retry-After is retried after the time the server asked for', async () => {
     const url = build([{ relativePath: 'r/busy.xml', content: '<busy/>' }]);
     jenkins.setFault('r/busy.xml', { kind: 'status', status: 503, retryAfter: '1', times: 2 });
