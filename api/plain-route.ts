@@ -64,7 +64,19 @@ export function installPlainRoutes({ app, routes, common, errorHandler }: PlainR
     const fail = (error: unknown) => {
       if (failed) return;
       failed = true;
-      errorHandler(error, req, res, () => undefined);
+      // Express catches what its error handler throws; here a throw (or rejection) would escape.
+      const giveUp = () => {
+        if (!res.headersSent) res.statusCode = 500;
+        res.destroy();
+      };
+      try {
+        const result: unknown = errorHandler(error, req, res, () => undefined);
+        if (result !== null && typeof result === 'object' && typeof (result as Promise<unknown>).then === 'function') {
+          (result as Promise<unknown>).then(undefined, giveUp);
+        }
+      } catch {
+        giveUp();
+      }
     };
     const next = (error?: unknown): void => {
       // As the router does: any truthy value is an error (the routes here never pass 'route').

@@ -132,6 +132,21 @@ function watchSpeed(minSpeed: number, seconds: number) {
   return { signal: controller.signal, count: (bytes: number) => (current += bytes), stop: () => clearInterval(timer) };
 }
 
+/**
+ * The `.part` must hold exactly the `received` bytes (those hashed), or a later try would resume
+ * after a hole or after bytes that were never hashed. When it does not (a write failed part way,
+ * or any miscount), the partial file and its record are removed so the next try starts from zero;
+ * true then. Left alone once this process may no longer write the job's files (another worker may
+ * own them now).
+ */
+async function discardUnlessPrefix(job: ArtifactDownload, metaPath: string, received: number): Promise<boolean> {
+  if (job.canWrite && !job.canWrite()) return false;
+  if ((await sizeOf(job.partPath)) === received) return false;
+  await rm(job.partPath, { force: true });
+  await rm(metaPath, { force: true });
+  return true;
+}
+
 /** Bodies at least this big are read with {@link JenkinsClient.readArtifactInto} (it costs a second request). */
 export const DIRECT_GET_MIN_BYTES = 64 << 20;
 
@@ -231,7 +246,10 @@ async function tryOnce(
       onWritten: job.onProgress,
     });
     const framed = contentLength(response) !== undefined && response.body.headers['transfer-encoding'] === undefined;
-    if (state.directGet && writer.acceptsReads && framed && total !== undefined && total - start >= DIRECT_GET_MIN_BYTES) {
+    // Plain http only: a TLS socket goes on handing decrypted bytes to `onread` after the callback
+    // asked it to pause, which the writer's slots cannot take; https bodies use the http module.
+    const plainHttp = new URL(response.finalUrl).protocol === 'http:';
+    if (state.directGet && plainHttp && writer.acceptsReads && framed && total !== undefined && total - start >= DIRECT_GET_MIN_BYTES) {
       // A big body: not read through the http module (a buffer and a copy per 64 KiB) but asked for
       // again on a connection whose socket reads land in the writer's slots.
       response.body.destroy();
@@ -247,6 +265,7 @@ async function tryOnce(
   } catch (error) {
     response.body.destroy();
     await writer?.abort(error as Error);
+    if (writer) await discardUnlessPrefix(job, metaPath, received);
     if (job.signal.aborted) throw job.signal.reason ?? error;
     if (speed.signal.aborted) throw speed.signal.reason as Error;
     if (error instanceof UnrecoverableError) throw error;
@@ -261,8 +280,11 @@ async function tryOnce(
     speed.stop();
   }
   await writer.settled;
-  const size = writer.fileBytes;
-  if (size !== received) throw new RetryableError('TRANSFER_INTERRUPTED', `transfer of ${displayUrl(job.url)}: ${received} bytes received but ${size} written`);
+  // The file on disk, not the writer's count, must hold exactly the bytes received and hashed.
+  if (await discardUnlessPrefix(job, metaPath, received)) {
+    throw new RetryableError('TRANSFER_INTERRUPTED', `transfer of ${displayUrl(job.url)}: the partial file does not hold the ${received} bytes received; starting it again`);
+  }
+  const size = received;
   if (total !== undefined && size !== total) {
     if (size > total) await rm(job.partPath, { force: true });
     throw new RetryableError('SIZE_MISMATCH', `received ${size} bytes of ${displayUrl(job.url)} but Content-Length announced ${total}`);

@@ -60,6 +60,8 @@ export function createJobJournal(options: JobJournalOptions): JobJournal {
   /** The write in flight: writes go one at a time, so a refused burst is retried before newer lines. */
   let chain: Promise<void> = Promise.resolve();
   let failures = 0;
+  /** Set by close(): from then on only close() writes, so nothing lands after it returns or gives up. */
+  let closed = false;
 
   const writeTarget = async (target: Target) => {
     const lines = target.lines;
@@ -96,6 +98,7 @@ export function createJobJournal(options: JobJournalOptions): JobJournal {
   };
 
   const schedule = (wait = delayMs) => {
+    if (closed) return;
     timer ??= setTimeout(() => {
       timer = undefined;
       flush().then(
@@ -124,17 +127,24 @@ export function createJobJournal(options: JobJournalOptions): JobJournal {
     },
     flush,
     async close() {
+      closed = true;
       const delays = options.closeRetryDelaysMs ?? DEFAULT_CLOSE_RETRIES;
-      for (let attempt = 0; ; attempt += 1) {
-        try {
-          await flush();
-          return;
-        } catch (error) {
-          const wait = delays[attempt];
-          if (wait === undefined) throw error;
-          options.onError(error);
-          await new Promise((resolve) => setTimeout(resolve, wait));
+      try {
+        for (let attempt = 0; ; attempt += 1) {
+          try {
+            await flush();
+            return;
+          } catch (error) {
+            const wait = delays[attempt];
+            if (wait === undefined) throw error;
+            options.onError(error);
+            await new Promise((resolve) => setTimeout(resolve, wait));
+          }
         }
+      } finally {
+        // A timed flush that failed while close() ran may have scheduled a retry: none may outlive it.
+        clearTimeout(timer);
+        timer = undefined;
       }
     },
   };

@@ -17,7 +17,7 @@ import { Writable } from 'node:stream';
  *   from memory to the disk: no page-cache copy, no dirty pages, and the fsync before the rename
  *   only has metadata left to flush. A socket can read straight into the slots (`readBuffer` and
  *   `commit`), so the bytes are not copied at all. The last, unaligned piece goes through a
- *   normal file handle. Where O_DIRECT is refused (EINVAL), the slots are written buffered, with
+ *   normal file handle. Where O_DIRECT is refused (EINVAL, EOPNOTSUPP), the slots are written buffered, with
  *   an `fdatasync` in the background every SYNC_EVERY_BYTES so the final fsync stays short.
  *
  * One write is in flight at a time, at an explicit offset, so the file always holds an unbroken
@@ -36,6 +36,8 @@ const FLUSH_DELAY_MS = 50;
 const SYNC_EVERY_BYTES = 64 << 20;
 export const SLOT_MODE_MIN_BYTES = 16 << 20;
 const DIRECT_ALIGN = 4096;
+/** How file systems refuse O_DIRECT (at open or at a write): the slots are then written buffered. */
+const DIRECT_REFUSED = new Set(['EINVAL', 'EOPNOTSUPP', 'ENOTSUP']);
 const SLOT_BYTES = 4 << 20;
 const SLOT_COUNT = 4;
 /** Where socket reads go while no slot has room (they are copied into a slot later). */
@@ -105,7 +107,7 @@ export class PartWriter {
   readonly #options: PartWriterOptions;
   #handle: FileHandle | undefined;
   /** A handle without O_DIRECT, for the unaligned tail and after a refusal. */
-  #plainHandle: FileHandle | undefined;
+  #plainHandle: Promise<FileHandle> | undefined;
   #slots: Slots | undefined;
   /** #handle was opened with O_DIRECT (even if the slots are now written buffered). */
   #handleIsDirect = false;
@@ -170,7 +172,7 @@ export class PartWriter {
         this.#slots.direct = true;
         return;
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EINVAL') {
+        if (!DIRECT_REFUSED.has((error as NodeJS.ErrnoException).code ?? '')) {
           returnSlots(buffers);
           throw error;
         }
@@ -331,7 +333,7 @@ export class PartWriter {
         try {
           return (await (this.#handle as FileHandle).writev(buffers, position)).bytesWritten;
         } catch (error) {
-          if ((error as NodeJS.ErrnoException).code !== 'EINVAL') throw error;
+          if (!DIRECT_REFUSED.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
           // O_DIRECT refused after all (this memory, this file system): the same bytes, buffered.
           slots.direct = false;
           return (await (await this.#plain()).writev(buffers, position)).bytesWritten;
@@ -390,9 +392,12 @@ export class PartWriter {
   }
 
   #fail(error: Error, writeFailed: boolean): void {
+    // A write that fails after the transfer already stopped (abort waiting for it) must still stop
+    // abort from writing later bytes at a position that never moved past the failed ones.
+    if (writeFailed) this.#writeFailed = true;
     if (this.#failure) return;
     this.#failure = error;
-    this.#writeFailed = writeFailed;
+    this.#writeFailed ||= writeFailed;
     this.#roomWaiter = undefined;
     this.#onFailure?.(error);
     const finishing = this.#finishing;
@@ -432,10 +437,19 @@ export class PartWriter {
       this.#fail(error, false);
       return finishing.reject(error);
     }
-    this.#writeAt(tail).then(finishing.resolve, (error: Error) => {
-      this.#fail(error, true);
-      finishing.reject(error);
-    });
+    // Tracked as the write in flight: an abort arriving meanwhile waits for it instead of writing
+    // the same bytes again.
+    this.#writing = this.#writeAt(tail).then(
+      () => {
+        this.#writing = undefined;
+        finishing.resolve();
+      },
+      (error: Error) => {
+        this.#writing = undefined;
+        this.#fail(error, true);
+        finishing.reject(error);
+      },
+    );
   }
 
   /** Writes `buffers` at the end of the file through the buffered handle. */
@@ -451,7 +465,8 @@ export class PartWriter {
 
   async #plain(): Promise<FileHandle> {
     if (!this.#handleIsDirect) return this.#handle as FileHandle;
-    this.#plainHandle ??= await open(this.#options.path, fsConstants.O_WRONLY);
+    // The promise is kept, not the handle: two callers at once must not open two handles.
+    this.#plainHandle ??= open(this.#options.path, fsConstants.O_WRONLY);
     return this.#plainHandle;
   }
 
@@ -495,7 +510,7 @@ export class PartWriter {
     this.#queue = [];
     this.#queuedBytes = 0;
     this.#held = undefined;
-    await this.#plainHandle?.close().catch(() => undefined);
+    await this.#plainHandle?.then(async (handle) => handle.close()).catch(() => undefined);
     await this.#handle?.close().catch(() => undefined);
     if (this.#slots) returnSlots(this.#slots.buffers);
     this.#slots = undefined;

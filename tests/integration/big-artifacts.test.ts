@@ -115,7 +115,7 @@ describe('big artifacts: the direct read path', () => {
     }
   });
 
-  it('over HTTPS with a private CA, the direct read verifies the certificate too', async () => {
+  it('over HTTPS with a private CA, a big body is read through the http module (one request), verified', async () => {
     const pki = await makePki(dir);
     const secure = await startFakeJenkins({ tls: { key: pki.key, cert: pki.cert } });
     try {
@@ -124,7 +124,9 @@ describe('big artifacts: the direct read path', () => {
       const trusting = createJenkinsClient({ baseUrl: secure.url, caFile: pki.caFile, retryBaseDelayMs: 1 });
       const run1 = download(trusting, `${build}artifact/tls.bin`);
       expect(await run1.result()).toEqual({ size: SIZE, sha256 });
-      expect(secure.requests.filter((request) => request.path.endsWith('tls.bin'))).toHaveLength(2);
+      // No direct read over TLS: a TLS socket hands over decrypted bytes after `onread` asked it to
+      // pause, which the writer's slots cannot take (see worker/download-file.ts).
+      expect(secure.requests.filter((request) => request.path.endsWith('tls.bin'))).toHaveLength(1);
     } finally {
       await secure.close();
     }
