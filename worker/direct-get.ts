@@ -187,7 +187,8 @@ export function directGet(options: DirectGetOptions): Promise<ResponseHead> {
       for (const [name, value] of Object.entries(options.headers)) lines.push(`${name}: ${value}`);
       socket.write(`${lines.join('\r\n')}\r\n\r\n`, 'latin1');
     });
-    socket.once('error', (error) => finish(new DirectGetTransportError(error.message, { cause: error })));
+    // `on`, not `once`: a second 'error' without a listener would be thrown by the emitter.
+    socket.on('error', (error) => finish(new DirectGetTransportError(error.message, { cause: error })));
     socket.once('close', () => {
       finish(new DirectGetTransportError(head ? `connection closed with ${remaining} body bytes still to come` : 'connection closed before the response head'));
     });
