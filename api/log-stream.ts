@@ -57,16 +57,16 @@ interface ParsedEntry {
 
 const WHOLE_BATCH = Symbol('whole batch');
 
-/** The entry parsed and encoded once per batch (`memo` is shared by every follower of the batch). */
-function parsedEntry(id: string, fields: string[], memo: Map<string | symbol, unknown>): ParsedEntry {
-  let parsed = memo.get(id) as ParsedEntry | undefined;
+/** The entry parsed and encoded, once per batch when a `memo` shared by the batch's followers is given. */
+function parsedEntry(id: string, fields: string[], memo: Map<string | symbol, unknown> | undefined): ParsedEntry {
+  let parsed = memo?.get(id) as ParsedEntry | undefined;
   if (parsed === undefined) {
     const entry = parseLogEntry(id, fields);
     parsed = {
       entry,
       chunk: Buffer.from(entry.kind === 'line' ? formatLine(id, entry.message, entry.timestamp) : formatLine(id, endAsLine(entry), entry.timestamp)),
     };
-    memo.set(id, parsed);
+    memo?.set(id, parsed);
   }
   return parsed;
 }
@@ -174,7 +174,7 @@ export function createLogStreamHandler(options: LogStreamOptions) {
         if (compareCursors(id, lastSent) <= 0) continue;
         // A live batch reaches every follower of the job: parse and encode each entry once, and
         // write the same bytes to all of them.
-        const { entry, chunk } = parsedEntry(id, fields, memo ?? new Map());
+        const { entry, chunk } = parsedEntry(id, fields, memo);
         const isLast = index === entries.length - 1;
         if (entry.kind === 'end' && isLast && !newestKnown) return;
         if (entry.kind === 'end' && isLast) {

@@ -31,6 +31,9 @@ export interface PlainRoutesOptions {
   readonly errorHandler: ErrorRequestHandler;
 }
 
+const isThenable = (value: unknown): value is PromiseLike<unknown> =>
+  value !== null && typeof value === 'object' && typeof (value as PromiseLike<unknown>).then === 'function';
+
 type Handle = (req: IncomingMessage, res: ServerResponse, callback?: (error?: unknown) => void) => void;
 type ExpressInternals = { handle: Handle; request: object; response: object };
 
@@ -43,7 +46,14 @@ export function installPlainRoutes({ app, routes, common, errorHandler }: PlainR
   const internals = app as unknown as ExpressInternals;
   const expressHandle = internals.handle.bind(app);
 
-  const run = (raw: IncomingMessage, rawRes: ServerResponse, route: PlainRoute, params: Record<string, string>) => {
+  // Each route's chain is fixed: built once here, not per request.
+  const compiled = routes.map((route) => ({
+    route,
+    chain: [...common, ...route.before, ...route.handlers],
+    routeStart: common.length + route.before.length,
+  }));
+
+  const run = (raw: IncomingMessage, rawRes: ServerResponse, { route, chain, routeStart }: (typeof compiled)[number], params: Record<string, string>) => {
     // What Express's app.handle does before its router runs.
     const req = raw as unknown as Request & { res: Response; route?: { path: string } };
     const res = rawRes as unknown as Response & { req: Request };
@@ -56,9 +66,6 @@ export function installPlainRoutes({ app, routes, common, errorHandler }: PlainR
     req.baseUrl = '';
     req.originalUrl = req.url;
     req.params = {};
-    const chain = [...common, ...route.before];
-    const routeStart = chain.length;
-    chain.push(...route.handlers);
     let index = 0;
     let failed = false;
     const fail = (error: unknown) => {
@@ -71,9 +78,7 @@ export function installPlainRoutes({ app, routes, common, errorHandler }: PlainR
       };
       try {
         const result: unknown = errorHandler(error, req, res, () => undefined);
-        if (result !== null && typeof result === 'object' && typeof (result as Promise<unknown>).then === 'function') {
-          (result as Promise<unknown>).then(undefined, giveUp);
-        }
+        if (isThenable(result)) result.then(undefined, giveUp);
       } catch {
         giveUp();
       }
@@ -98,9 +103,7 @@ export function installPlainRoutes({ app, routes, common, errorHandler }: PlainR
       try {
         const result: unknown = handler(req, res, next);
         // As Express 5 does: a returned promise that rejects is the handler failing.
-        if (result !== null && typeof result === 'object' && typeof (result as Promise<unknown>).then === 'function') {
-          (result as Promise<unknown>).then(undefined, (error_: unknown) => fail(error_ ? error_ : new Error('Rejected promise')));
-        }
+        if (isThenable(result)) result.then(undefined, (error_: unknown) => fail(error_ ? error_ : new Error('Rejected promise')));
       } catch (error_) {
         fail(error_);
       }
@@ -110,10 +113,10 @@ export function installPlainRoutes({ app, routes, common, errorHandler }: PlainR
 
   internals.handle = (req, res, callback) => {
     if (callback === undefined) {
-      for (const route of routes) {
-        const params = route.match(req);
+      for (const entry of compiled) {
+        const params = entry.route.match(req);
         if (params) {
-          run(req, res, route, params);
+          run(req, res, entry, params);
           return;
         }
       }

@@ -18,14 +18,12 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Redis } from 'ioredis';
 import { it } from 'vitest';
+import { startScenario } from './scenario.js';
 import { createKeys } from '../../shared/keys.js';
-import { startFakeJenkins } from '../helpers/fake-jenkins.js';
 import { startScript } from '../helpers/processes.js';
-import { startRedisServer } from '../helpers/redis-server.js';
 import { ferryEnv, startFerryApi, submitDownload } from './ferry-fleet.js';
-import { createReport, describeMachine, median, processMemory, QUICK, sleep, startNode } from './harness.js';
+import { median, processMemory, QUICK, sleep, startNode } from './harness.js';
 
 const MiB = 2 ** 20;
 const SIZE = (QUICK ? 256 : 1024) * MiB;
@@ -53,13 +51,9 @@ function run(command: string, args: string[]): Promise<{ stdout: string; seconds
 }
 
 it('big artifacts: worker MB/s vs curl, and worker peak RSS at two sizes', async () => {
-  const redisServer = await startRedisServer();
-  const redis = new Redis(redisServer.url);
-  const jenkins = await startFakeJenkins();
-  const report = createReport(
+  const { redisServer, redis, jenkins, report, stop } = await startScenario(
     'big-artifacts',
     `4. Big artifacts: ${sizeLabel(SIZE)} from a loopback server, ferry worker vs curl -o (same URL, same run); then ${sizeLabel(LARGE)}`,
-    await describeMachine(redis),
   );
   const work = await mkdtemp(path.join(os.tmpdir(), 'ferry-bench-big-'));
   const api = await startFerryApi(ferryEnv(redisServer.url, jenkins.url, work));
@@ -211,9 +205,7 @@ it('big artifacts: worker MB/s vs curl, and worker peak RSS at two sizes', async
     );
   } finally {
     await api.service.stop();
-    redis.disconnect();
-    await jenkins.close();
-    await redisServer.stop();
+    await stop();
     await rm(work, { recursive: true, force: true });
     await report.save();
   }

@@ -10,14 +10,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { it } from 'vitest';
+import { startScenario } from './scenario.js';
 import { createKeys } from '../../shared/keys.js';
-import { startFakeJenkins } from '../helpers/fake-jenkins.js';
 import { startScript } from '../helpers/processes.js';
-import { freePort, startRedisServer } from '../helpers/redis-server.js';
+import { freePort } from '../helpers/redis-server.js';
 import { asNodeChild, ferryEnv, startFerryApi, submitDownload } from './ferry-fleet.js';
-import { createReport, describeMachine, median, QUICK, sleep, startCommand, startNode, waitFor200, type NodeChild } from './harness.js';
+import { median, QUICK, sleep, startCommand, startNode, waitFor200, type NodeChild } from './harness.js';
 
 const RUNS = QUICK ? 3 : 5;
 const NPM_RUNS = QUICK ? 1 : 3;
@@ -36,13 +35,9 @@ async function timeToReady(start: (port: number) => NodeChild): Promise<number> 
 }
 
 it('cold start: API until /readyz 200, worker until it takes its first job', async () => {
-  const redisServer = await startRedisServer();
-  const redis = new Redis(redisServer.url);
-  const jenkins = await startFakeJenkins();
-  const report = createReport(
+  const { redisServer, redis, jenkins, report, stop } = await startScenario(
     'cold-start',
     `6. Cold start: process spawn until /readyz 200 (API) and until the first job is taken (worker), ${RUNS} starts each`,
-    await describeMachine(redis),
   );
   const work = await mkdtemp(path.join(os.tmpdir(), 'ferry-bench-cold-'));
   // A short drain window on stop: it does not change the start, and the runs follow each other.
@@ -115,9 +110,7 @@ it('cold start: API until /readyz 200, worker until it takes its first job', asy
       goal: { below: 1.5 },
     });
   } finally {
-    redis.disconnect();
-    await jenkins.close();
-    await redisServer.stop();
+    await stop();
     await rm(work, { recursive: true, force: true });
     await report.save();
   }

@@ -7,16 +7,12 @@
  * connections (its TCP sockets to Redis, named through CLIENT LIST); its RSS and CPU.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Redis } from 'ioredis';
 import { it } from 'vitest';
-import { startFakeJenkins } from '../helpers/fake-jenkins.js';
-import { startRedisServer } from '../helpers/redis-server.js';
+import { startScenario } from './scenario.js';
 import { ferryEnv, startFerryApi, submitDownload } from './ferry-fleet.js';
 import {
   clientNamesByPort,
   connectionsNamed,
-  createReport,
-  describeMachine,
   percentile,
   processCpuSeconds,
   processMemory,
@@ -57,13 +53,9 @@ interface Phase {
 }
 
 it('live-log fan-out: 10 jobs x 20 lines/s to a growing number of SSE clients on one API process', async () => {
-  const redisServer = await startRedisServer();
-  const redis = new Redis(redisServer.url);
-  const jenkins = await startFakeJenkins();
-  const report = createReport(
+  const { redisServer, redis, jenkins, report, stop } = await startScenario(
     'log-fan-out',
     `3. Live-log fan-out: ${JOBS} running jobs x ${LINES_PER_SECOND} lines/s for ${SECONDS} s, ${PHASES.map((n) => n.toLocaleString('en-US')).join(' / ')} SSE clients on one API process`,
-    await describeMachine(redis),
   );
   const api = await startFerryApi(ferryEnv(redisServer.url, jenkins.url, '/tmp/ferry-bench-unused'));
   const apiPid = api.service.child.pid as number;
@@ -176,9 +168,7 @@ it('live-log fan-out: 10 jobs x 20 lines/s to a growing number of SSE clients on
     }
   } finally {
     await api.service.stop();
-    redis.disconnect();
-    await jenkins.close();
-    await redisServer.stop();
+    await stop();
     await report.save();
   }
 });

@@ -12,14 +12,13 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { startScenario } from './scenario.js';
 import { createKeys } from '../../shared/keys.js';
-import { startFakeJenkins } from '../helpers/fake-jenkins.js';
 import { startScript, type ChildService } from '../helpers/processes.js';
-import { startRedisServer } from '../helpers/redis-server.js';
 import { createSubmitter, ferryEnv, startFerryApi } from './ferry-fleet.js';
-import { createReport, describeMachine, processCpuSeconds, QUICK, sleep, startNode, type NodeChild } from './harness.js';
+import { processCpuSeconds, QUICK, sleep, startNode, type NodeChild } from './harness.js';
 
 const JOBS = QUICK ? 200 : 2_000;
 const FILES_PER_JOB = 3;
@@ -60,13 +59,9 @@ async function countFiles(dir: string): Promise<number> {
 }
 
 it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', async () => {
-  const redisServer = await startRedisServer();
-  const redis = new Redis(redisServer.url);
-  const jenkins = await startFakeJenkins();
-  const report = createReport(
+  const { redisServer, redis, jenkins, report, stop } = await startScenario(
     'small-jobs',
     `5. Many small jobs: ${JOBS.toLocaleString('en-US')} jobs x ${FILES_PER_JOB} artifacts of ${FILE_BYTES / 1000} kB, ${WORKERS} worker processes x concurrency ${CONCURRENCY}, vs bare BullMQ workers`,
-    await describeMachine(redis),
   );
   const work = await mkdtemp(path.join(os.tmpdir(), 'ferry-bench-small-'));
   const builds = Array.from({ length: JOBS }, (_, index) =>
@@ -174,9 +169,7 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
     }
     report.note('the clock runs from the first submit to the greatest finishedOn; the fake Jenkins serves both from the bench process');
   } finally {
-    redis.disconnect();
-    await jenkins.close();
-    await redisServer.stop();
+    await stop();
     await rm(work, { recursive: true, force: true });
     await report.save();
   }

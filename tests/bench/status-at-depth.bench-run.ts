@@ -6,13 +6,11 @@
  * does not land on one side only. The probes are the oldest waiting jobs, so a read that scanned
  * the wait list (BullMQ's getState) would pay for the whole depth on every request.
  */
-import { Redis } from 'ioredis';
 import { it } from 'vitest';
+import { startScenario } from './scenario.js';
 import { createKeys } from '../../shared/keys.js';
-import { startFakeJenkins } from '../helpers/fake-jenkins.js';
-import { startRedisServer } from '../helpers/redis-server.js';
 import { ferryEnv, fillQueue, startBareApi, startFerryApi } from './ferry-fleet.js';
-import { createReport, describeMachine, median, QUICK } from './harness.js';
+import { median, QUICK } from './harness.js';
 import { describeLoad, runLoad, type LoadResult } from './load.js';
 
 const DEPTH = QUICK ? 20_000 : 100_000;
@@ -25,14 +23,10 @@ const ROUNDS = QUICK ? 1 : 6;
 const WARMUP_SECONDS = QUICK ? 1 : 2;
 
 it('status at depth: status reads on a deep queue vs a queue holding only the probes', async () => {
-  const redisServer = await startRedisServer();
-  const redis = new Redis(redisServer.url);
-  const jenkins = await startFakeJenkins();
   const depth = DEPTH.toLocaleString('en-US');
-  const report = createReport(
+  const { redisServer, redis, jenkins, report, stop } = await startScenario(
     'status-at-depth',
     `2. Status at depth: GET .../status, ${CONNECTIONS} connections, ${ROUNDS} x ${SECONDS} s per side, ${depth} waiting jobs vs only the ${PROBES} probe jobs`,
-    await describeMachine(redis),
   );
   const shallowKeys = createKeys('{shallow}');
   const deepKeys = createKeys('{ferry}');
@@ -95,9 +89,7 @@ it('status at depth: status reads on a deep queue vs a queue holding only the pr
     await shallowApi.service.stop();
     await deepApi.service.stop();
     await bare.process.stop();
-    redis.disconnect();
-    await jenkins.close();
-    await redisServer.stop();
+    await stop();
     await report.save();
   }
 });

@@ -4,12 +4,10 @@
  * (tests/bench/baselines/bare-api.mjs). Every request names a new build, so every one is a new job
  * (no dedup shortcut). The two are measured alternately, after a warm-up of each.
  */
-import { Redis } from 'ioredis';
 import { it } from 'vitest';
-import { startFakeJenkins } from '../helpers/fake-jenkins.js';
-import { startRedisServer } from '../helpers/redis-server.js';
+import { startScenario } from './scenario.js';
 import { ferryEnv, startBareApi, startFerryApi } from './ferry-fleet.js';
-import { createReport, describeMachine, median, QUICK } from './harness.js';
+import { median, QUICK } from './harness.js';
 import { describeLoad, runLoad, type LoadResult } from './load.js';
 
 const CONNECTIONS = 50;
@@ -20,13 +18,9 @@ const ROUNDS = QUICK ? 1 : 6;
 const WARMUP_SECONDS = QUICK ? 1 : 2;
 
 it('submit: ferry API vs a bare queue.add endpoint at 50 connections', async () => {
-  const redisServer = await startRedisServer();
-  const redis = new Redis(redisServer.url);
-  const jenkins = await startFakeJenkins();
-  const report = createReport(
+  const { redisServer, jenkins, report, stop } = await startScenario(
     'submit',
     `1. Submit: POST /api/v1/jenkins/download, ${CONNECTIONS} connections, ${ROUNDS} x ${SECONDS} s per side, vs a bare Express endpoint calling only queue.add`,
-    await describeMachine(redis),
   );
   const ferry = await startFerryApi(ferryEnv(redisServer.url, jenkins.url, '/tmp/ferry-bench-unused'));
   const bare = await startBareApi(redisServer.url);
@@ -65,9 +59,7 @@ it('submit: ferry API vs a bare queue.add endpoint at 50 connections', async () 
   } finally {
     await ferry.service.stop();
     await bare.process.stop();
-    redis.disconnect();
-    await jenkins.close();
-    await redisServer.stop();
+    await stop();
     await report.save();
   }
 });
