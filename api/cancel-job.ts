@@ -31,20 +31,32 @@ const REASON = `${CANCELLED_PREFIX} by request`;
  * that takes the job between the two steps. A batch is cancelled the same way: its coordinator,
  * once aborted, cancels its module jobs (worker/batch-coordinator.ts).
  */
-export function createCancelJob(options: CancelJobOptions): (jobId: string) => Promise<CancelOutcome> {
+export function createCancelJob(options: CancelJobOptions): (jobId: string, signal?: AbortSignal) => Promise<CancelOutcome> {
   const { redis, keys, jobStore, jobLog, ttlSeconds } = options;
   const waitMs = options.waitMs ?? 3_000;
 
-  return async (jobId) => {
+  // `signal` fires when the caller has already been answered (the Redis guard's 503): nothing is
+  // changed after that. Checked after every wait, before every write.
+  return async (jobId, signal) => {
     const view = await jobStore.get(jobId);
+    signal?.throwIfAborted();
     if (!view) throw new NotFoundError(`No job ${jobId}`);
     if (isFinished(view.status)) throw new ConflictError(`Job ${jobId} has already ${view.status === 'cancelled' ? 'been cancelled' : view.status}`);
     await redis.set(keys.cancelRequest(jobId), '1', 'EX', ttlSeconds);
+    if (signal?.aborted) {
+      // Answered 503 while the marker was on its way: take it back, the caller was told it failed.
+      await redis.del(keys.cancelRequest(jobId));
+      signal.throwIfAborted();
+    }
 
     if (view.status === 'pending') {
       const tombstone: JobStatusView = { ...view, status: 'cancelled', error: REASON, completed_at: new Date().toISOString(), running_since: null };
       // The tombstone goes first: there is never a moment when the job is unknown.
       await redis.set(keys.tombstone(jobId), JSON.stringify(tombstone), 'EX', ttlSeconds);
+      if (signal?.aborted) {
+        await redis.del(keys.tombstone(jobId), keys.cancelRequest(jobId));
+        signal.throwIfAborted();
+      }
       const queue = view.kind === 'batch' ? options.batchQueue : options.queue;
       if ((await queue.remove(jobId)) === 1) {
         await jobLog.end(jobId, 'cancelled', null, 'Job cancelled before it started');
@@ -52,6 +64,10 @@ export function createCancelJob(options: CancelJobOptions): (jobId: string) => P
       }
       // A worker took it meanwhile: cancel it as a running job.
       await redis.del(keys.tombstone(jobId));
+      if (signal?.aborted) {
+        await redis.del(keys.cancelRequest(jobId));
+        signal.throwIfAborted();
+      }
     }
 
     await redis.publish(keys.cancelChannel, jobId);

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { NotFoundError, ValidationError } from '../shared/errors.js';
 import type { JobLog } from '../shared/job-log.js';
 import { START_CURSOR } from '../shared/log-cursor.js';
+import { abandonedSignal } from './error-handler.js';
 import { createIdempotencyMiddleware, type IdempotencyScope, type IdempotencyStore } from './idempotency.js';
 import { callerScope, createAuth, principalOf, type Auth } from './auth.js';
 import type { CancelOutcome } from './cancel-job.js';
@@ -17,7 +18,7 @@ export interface DownloadRoutesOptions {
   readonly jobLog: JobLog;
   readonly logStream: RequestHandler;
   /** Cancels a pending or running job (api/cancel-job.ts). */
-  readonly cancelJob: (jobId: string) => Promise<CancelOutcome>;
+  readonly cancelJob: (jobId: string, signal?: AbortSignal) => Promise<CancelOutcome>;
   /** Where `Idempotency-Key` answers are kept (default: the job store's, on its Redis connection). */
   readonly idempotency?: IdempotencyStore;
   /** Whose key space an `Idempotency-Key` is in (default: the caller's token label, else address). */
@@ -211,7 +212,7 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
   // 200 when the job is cancelled; 202 when its worker has not confirmed yet (status will follow).
   router.post(`${BASE}/download/:id/cancel`, write, requireJobId, async (req, res) => {
     const jobId = String(req.params.id);
-    const outcome = await options.cancelJob(jobId);
+    const outcome = await options.cancelJob(jobId, abandonedSignal(res));
     res.status(outcome.status === 'cancelled' ? 200 : 202).json({
       job_id: jobId,
       status: outcome.status,
@@ -221,7 +222,7 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
   });
 
   router.delete(`${BASE}/download/:id`, auth.require('admin'), requireJobId, async (req, res) => {
-    await jobStore.remove(String(req.params.id));
+    await jobStore.remove(String(req.params.id), abandonedSignal(res));
     res.status(204).end();
   });
 

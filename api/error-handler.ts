@@ -33,6 +33,26 @@ const RETRY_AFTER_BY_CODE: Record<string, string> = {
 /** `res.locals` flag: the answer was already sent by the Redis guard (api/redis-guard.ts). */
 export const ANSWERED_EARLY = 'ferryAnsweredEarly';
 
+const ABANDONED = 'ferryAbandoned';
+
+/**
+ * A signal that fires when the request has been answered early (the Redis guard's 503 while the
+ * route still waits for Redis). A route that changes state checks it after each wait and before
+ * each write: its caller was told the request failed, so when Redis answers later the route must
+ * stop instead of carrying out a change nobody will hear about (a cancel that lands seconds after
+ * its 503, say). A command already sent cannot be recalled: routes whose first write is their only
+ * write are made safe to repeat instead (a late submit is deduplicated by the caller's retry).
+ */
+export function abandonedSignal(res: Response): AbortSignal {
+  let controller = res.locals[ABANDONED] as AbortController | undefined;
+  if (!controller) {
+    controller = new AbortController();
+    res.locals[ABANDONED] = controller;
+    if (res.locals[ANSWERED_EARLY] === true) controller.abort(new RedisUnavailableError());
+  }
+  return controller.signal;
+}
+
 export interface ErrorAnswer {
   readonly error: AppError;
   readonly status: number;
@@ -92,6 +112,7 @@ export function sendErrorNow(res: Response, error: unknown): void {
   const answer = toErrorAnswer(error);
   const payload = JSON.stringify(answer.body);
   res.locals[ANSWERED_EARLY] = true;
+  (res.locals[ABANDONED] as AbortController | undefined)?.abort(answer.error);
   res.writeHead(answer.status, {
     ...answer.headers,
     'content-type': 'application/json; charset=utf-8',

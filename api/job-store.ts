@@ -126,8 +126,8 @@ export interface JobStore {
   /** One job's status, or null when unknown. Costs the same whatever the queue depth. */
   get(jobId: string): Promise<JobStatusView | null>;
   list(query: ListQuery): Promise<{ jobs: JobStatusView[]; next: string | null }>;
-  /** Removes a finished job and its log. */
-  remove(jobId: string): Promise<void>;
+  /** Removes a finished job and its log; removes nothing once `signal` has fired. */
+  remove(jobId: string, signal?: AbortSignal): Promise<void>;
   /** The latest progress stream entry `[id, fields]`, or null. */
   progressEntry(jobId: string): Promise<readonly [string, string[]] | null>;
   /** Stored `Idempotency-Key` answers, on the same Redis connection. */
@@ -385,8 +385,9 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       return entries[0] ?? null;
     },
 
-    async remove(jobId) {
+    async remove(jobId, signal) {
       const view = await get(jobId);
+      signal?.throwIfAborted();
       if (!view) throw new NotFoundError(`No job ${jobId}`);
       if (view.status === 'pending' || view.status === 'running') {
         throw new ConflictError(`Job ${jobId} is ${view.status}; only a finished job can be removed`);
