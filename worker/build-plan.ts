@@ -12,6 +12,8 @@ const BuildInfoSchema = z.object({
   number: z.number().int().nonnegative(),
   result: z.string().nullable().optional(),
   artifacts: z.array(z.object({ fileName: z.string(), relativePath: z.string() })).default([]),
+  // Checked on its own (FingerprintSchema): a list ferry cannot read means no MD5s, not a failed job.
+  fingerprint: z.unknown().optional(),
 });
 type BuildInfo = z.infer<typeof BuildInfoSchema>;
 
@@ -25,19 +27,13 @@ const FingerprintSchema = z.object({
 });
 
 /**
- * MD5s by base name from `tree=fingerprint[fileName,hash]`, keeping only names that appear once
- * among the fingerprints and once among the artifacts (Jenkins keys fingerprints by base name).
- * A build without fingerprints, or a Jenkins that refuses the query, gives none.
+ * MD5s by base name from the build's `fingerprint[fileName,hash]` (asked for in the same `tree=` as
+ * the artifacts: one request per build, not two), keeping only names that appear once among the
+ * fingerprints and once among the artifacts (Jenkins keys fingerprints by base name). A build
+ * without fingerprints, or a list that is not what Jenkins sends, gives none.
  */
-async function getFingerprints(jenkins: JenkinsClient, buildUrl: string, info: BuildInfo, signal: AbortSignal): Promise<Map<string, string>> {
-  let raw: unknown;
-  try {
-    raw = await jenkins.getJson(`${buildUrl}api/json?tree=fingerprint[fileName,hash]`, signal);
-  } catch (error) {
-    if (error instanceof UnrecoverableError) return new Map();
-    throw error;
-  }
-  const parsed = FingerprintSchema.safeParse(raw);
+function fingerprintsOf(info: BuildInfo): Map<string, string> {
+  const parsed = FingerprintSchema.safeParse({ fingerprint: info.fingerprint });
   if (!parsed.success) return new Map();
   const count = (names: string[]) => names.reduce((map, name) => map.set(name, (map.get(name) ?? 0) + 1), new Map<string, number>());
   const fingerprintCounts = count(parsed.data.fingerprint.map((entry) => entry.fileName));
@@ -49,7 +45,7 @@ async function getFingerprints(jenkins: JenkinsClient, buildUrl: string, info: B
   return result;
 }
 
-const BUILD_TREE = 'tree=number,result,displayName,artifacts[fileName,relativePath]';
+const BUILD_TREE = 'tree=number,result,displayName,artifacts[fileName,relativePath],fingerprint[fileName,hash]';
 
 export interface PlannedFile {
   readonly relativePath: string;
@@ -168,7 +164,7 @@ export async function planBuild(jenkins: JenkinsClient, request: PlanRequest): P
   }
 
   const matches = includeMatcher(request.include);
-  const fingerprints = await Promise.all(sources.map((source) => getFingerprints(jenkins, source.buildUrl, source.info, request.signal)));
+  const fingerprints = sources.map((source) => fingerprintsOf(source.info));
   return sources.map(({ name, buildUrl, info: moduleInfo }, moduleIndex) => {
     const relativeDir = [request.release, name, String(moduleInfo.number)];
     const dir = resolveInside(request.downloadDir, ...relativeDir);

@@ -61,6 +61,13 @@ export interface ArtifactDownload {
    * batched, see part-writer.ts), and before the final rename. Default: always true.
    */
   readonly canWrite?: () => boolean;
+  /**
+   * True when no earlier try can have left a `.part` of this job (the job's first start, not after a
+   * stall): the first try then starts from zero without looking for one.
+   */
+  readonly fresh?: boolean;
+  /** Creates the target's folder; a module passes one that makes each folder once. Default: mkdir -p. */
+  readonly ensureDir?: (dir: string) => Promise<unknown>;
 }
 
 const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+)$/;
@@ -154,6 +161,78 @@ export const DIRECT_GET_MIN_BYTES = 64 << 20;
 interface TransferState {
   /** False once a direct read was refused: the http module reads the body from then on. */
   directGet: boolean;
+  /** Tries made so far. */
+  tries: number;
+}
+
+/** What a try returns: the file's size and hashes, and whether the `.part` is already fsynced. */
+type TryResult = DownloadedFile & { md5?: string; synced?: boolean };
+
+/**
+ * Reads a small body (its Content-Length is `total`) into one buffer, counting each chunk with
+ * `onChunk` as it arrives; refuses more bytes than announced, and ends at `signal`.
+ */
+function readSmallBody(body: ArtifactResponse['body'], total: number, signal: AbortSignal, onChunk: (chunk: Buffer) => void): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    const buffer = Buffer.allocUnsafe(total);
+    let filled = 0;
+    const finish = (error?: Error) => {
+      signal.removeEventListener('abort', onAbort);
+      body.off('data', onData).off('end', onEnd).off('error', finish).off('close', onClose);
+      if (error) {
+        body.destroy();
+        reject(error);
+      } else resolve(buffer.subarray(0, filled));
+    };
+    const onAbort = () => finish(signal.reason as Error);
+    const onData = (chunk: Buffer) => {
+      if (filled + chunk.length > total) {
+        finish(new RetryableError('SIZE_MISMATCH', `received more than the ${total} bytes Content-Length announced`));
+        return;
+      }
+      try {
+        onChunk(chunk);
+      } catch (error) {
+        finish(error as Error);
+        return;
+      }
+      chunk.copy(buffer, filled);
+      filled += chunk.length;
+    };
+    const onEnd = () => finish();
+    const onClose = () => finish(new Error('aborted'));
+    if (signal.aborted) {
+      onAbort();
+      return;
+    }
+    signal.addEventListener('abort', onAbort, { once: true });
+    body.on('data', onData).once('end', onEnd).once('error', finish).once('close', onClose);
+  });
+}
+
+/**
+ * Writes a whole small body to a new `.part` with one write and fsyncs it: five file-system calls
+ * (open, write, fsync, close, and the caller's rename) instead of the streaming path's dozen. A
+ * failure removes the `.part` (small files are never resumed). ENOSPC is DISK_FULL, as when the
+ * free space check refuses a big file.
+ */
+async function writeSmallPart(job: ArtifactDownload, bytes: Buffer): Promise<void> {
+  try {
+    const handle = await open(job.partPath, 'w');
+    try {
+      const { bytesWritten } = await handle.write(bytes, 0, bytes.length, 0);
+      if (bytesWritten !== bytes.length) throw new Error(`short write: ${bytesWritten} of ${bytes.length} bytes`);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  } catch (error) {
+    await rm(job.partPath, { force: true });
+    if ((error as NodeJS.ErrnoException).code === 'ENOSPC') {
+      throw new AppError('DISK_FULL', `not enough free disk space for ${displayUrl(job.url)}: ${bytes.length} bytes could not be written in ${path.dirname(job.partPath)}`);
+    }
+    throw new RetryableError('TRANSFER_INTERRUPTED', `writing ${displayUrl(job.url)} failed: ${(error as Error).message}`, { cause: error });
+  }
 }
 
 /** Refuses a second answer that differs from the first in what framed or identified the bytes. */
@@ -175,8 +254,9 @@ async function tryOnce(
   metaPath: string,
   wantMd5: boolean,
   state: TransferState,
-): Promise<DownloadedFile & { md5?: string }> {
-  let partSize = await sizeOf(job.partPath);
+): Promise<TryResult> {
+  state.tries += 1;
+  let partSize = job.fresh === true && state.tries === 1 ? 0 : await sizeOf(job.partPath);
   // Without a partial file there is nothing to resume, and no record to read.
   const meta = partSize > 0 ? await readMeta(metaPath) : null;
   if (partSize > 0 && (!meta || partSize >= meta.length)) {
@@ -206,6 +286,7 @@ async function tryOnce(
     response.body.destroy();
     throw new UnrecoverableError(`${displayUrl(job.url)} is ${total} bytes, more than MAX_ARTIFACT_BYTES (${job.maxBytes})`);
   }
+  if (!append && total !== undefined && total < RESUME_MIN_BYTES) return smallTry(job, response, total, wantMd5);
   const needed = (total ?? 0) - (append ? partSize : 0);
   const disk = await statfs(path.dirname(job.partPath));
   if (needed > disk.bavail * disk.bsize) {
@@ -293,16 +374,54 @@ async function tryOnce(
 }
 
 /**
+ * A try for a body under RESUME_MIN_BYTES with a Content-Length, from zero: read into memory while
+ * hashing (the stall watch and the lease apply as on the streaming path), then written and fsynced
+ * in one go. No free-space check ahead (a statfs per file was a large share of the cost of small
+ * artifacts): a full disk fails the write itself, as DISK_FULL.
+ */
+async function smallTry(job: ArtifactDownload, response: ArtifactResponse, total: number, wantMd5: boolean): Promise<TryResult> {
+  const sha256 = createHash('sha256');
+  const md5 = wantMd5 ? createHash('md5') : undefined;
+  const canWrite = job.canWrite ?? (() => true);
+  job.onStart(total, 0);
+  job.onProgress(0);
+  const speed = watchSpeed(job.minSpeedBytes, job.stallSeconds);
+  let bytes: Buffer;
+  try {
+    bytes = await readSmallBody(response.body, total, AbortSignal.any([job.signal, speed.signal]), (chunk) => {
+      if (!canWrite()) throw new LeaseLostError();
+      sha256.update(chunk);
+      md5?.update(chunk);
+      speed.count(chunk.length);
+    });
+  } catch (error) {
+    if (job.signal.aborted) throw job.signal.reason ?? error;
+    if (speed.signal.aborted) throw speed.signal.reason as Error;
+    if (error instanceof UnrecoverableError || error instanceof RetryableError) throw error;
+    throw new RetryableError('TRANSFER_INTERRUPTED', `transfer of ${displayUrl(job.url)} interrupted: ${(error as Error).message}`, { cause: error });
+  } finally {
+    speed.stop();
+  }
+  if (bytes.length !== total) {
+    throw new RetryableError('SIZE_MISMATCH', `received ${bytes.length} bytes of ${displayUrl(job.url)} but Content-Length announced ${total}`);
+  }
+  if (!canWrite()) throw new LeaseLostError();
+  await writeSmallPart(job, bytes);
+  job.onProgress(bytes.length);
+  return { size: bytes.length, sha256: sha256.digest('hex'), ...(md5 ? { md5: md5.digest('hex') } : {}), synced: true };
+}
+
+/**
  * Downloads one artifact to its final path: retried and resumed through the .part file, size
  * checked against Content-Length, MD5 checked against Jenkins' fingerprint when there is one
  * (a mismatch discards the file and tries once more), fsynced, then renamed. A crash never
  * leaves a half file under the final name.
  */
 export async function fetchArtifact(jenkins: JenkinsClient, job: ArtifactDownload): Promise<DownloadedFile> {
-  await mkdir(path.dirname(job.target), { recursive: true });
+  await (job.ensureDir ?? makeDir)(path.dirname(job.target));
   const metaPath = `${job.partPath}.json`;
   const label = displayUrl(job.url);
-  const state: TransferState = { directGet: true };
+  const state: TransferState = { directGet: true, tries: 0 };
   for (let integrityTry = 1; ; integrityTry += 1) {
     const result = await jenkins.retry(
       () => jenkins.withConnection(() => tryOnce(jenkins, job, metaPath, job.expectedMd5 !== undefined, state)),
@@ -318,12 +437,30 @@ export async function fetchArtifact(jenkins: JenkinsClient, job: ArtifactDownloa
       job.onNote(`${message}; downloading it again`);
       continue;
     }
-    await fsyncPath(job.partPath);
+    if (result.synced !== true) await fsyncPath(job.partPath);
     if (job.canWrite && !job.canWrite()) throw job.signal.reason ?? new LeaseLostError();
     await rename(job.partPath, job.target);
-    await rm(metaPath, { force: true });
+    // A file small enough to be written in one go never had a resume record (RESUME_MIN_BYTES).
+    if (result.size >= RESUME_MIN_BYTES || state.tries > 1 || job.fresh !== true) await rm(metaPath, { force: true });
     return { size: result.size, sha256: result.sha256 };
   }
+}
+
+const makeDir = (dir: string) => mkdir(dir, { recursive: true });
+
+/** A folder maker for one module's files: each folder is created once (mkdir -p), however many files it holds. */
+export function folderMaker(): (dir: string) => Promise<unknown> {
+  const made = new Map<string, Promise<unknown>>();
+  return (dir) => {
+    let pending = made.get(dir);
+    if (!pending) {
+      pending = makeDir(dir);
+      // A failure is not remembered: the next file tries again.
+      pending.catch(() => made.delete(dir));
+      made.set(dir, pending);
+    }
+    return pending;
+  };
 }
 
 /** SHA-256 and size of a file on disk, streamed. */

@@ -7,7 +7,7 @@ import type { JobLog } from '../shared/job-log.js';
 import type { Logger } from '../shared/logger.js';
 import { planBuild, type PlannedFile, type PlannedModule } from './build-plan.js';
 import type { FolderLock } from './folder-lock.js';
-import { fetchArtifact, formatBytes, partPathFor, type DownloadedFile } from './download-file.js';
+import { fetchArtifact, folderMaker, formatBytes, partPathFor, type DownloadedFile } from './download-file.js';
 import { mapWithConcurrency } from './map-with-concurrency.js';
 import type { JenkinsClient } from './jenkins-client.js';
 import { readVerifiedManifest, writeManifest } from './manifest.js';
@@ -63,7 +63,16 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
   const { jenkins, jobLog, logger, downloadDir, folderLock } = options;
   const host = hostname();
 
-  const downloadFile = async (job: Job, module: PlannedModule, file: PlannedFile, prefix: string, progress: ProgressReporter, signal: AbortSignal, log: Log) => {
+  const downloadFile = async (
+    job: Job,
+    module: PlannedModule,
+    file: PlannedFile,
+    prefix: string,
+    progress: ProgressReporter,
+    signal: AbortSignal,
+    log: Log,
+    ensureDir: (dir: string) => Promise<unknown>,
+  ) => {
     const jobId = job.id as string;
     let announced = false;
     let countedBytes = 0;
@@ -79,6 +88,9 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
         stallSeconds: options.transfer.stallSeconds,
         signal,
         canWrite: options.canWrite ? () => (options.canWrite as (id: string) => boolean)(jobId) : undefined,
+        // The job's first start: no earlier run can have left a .part of it to resume.
+        fresh: job.attemptsStarted <= 1 && job.stalledCounter === 0,
+        ensureDir,
         onStart: (total, resumedFrom) => {
           if (total !== undefined && total !== countedTotal) {
             progress.update({ bytes_total: total - countedTotal });
@@ -111,8 +123,9 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
     log: Log,
   ): Promise<FileRecord[]> => {
     // Files of a module download in parallel; the client's connection cap keeps Jenkins safe.
+    const ensureDir = folderMaker();
     const results = await mapWithConcurrency(module.files, options.transfer.maxConnections, async (file) => {
-      const result = await downloadFile(job, module, file, prefix, progress, signal, log);
+      const result = await downloadFile(job, module, file, prefix, progress, signal, log, ensureDir);
       progress.update({ files_done: 1 });
       return result;
     });
@@ -150,8 +163,11 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       onError: (error) => logger.warn('could not write job log lines; trying again', { job_id: jobId, error: (error as Error).message }),
     });
     const log: Log = (message) => journal.line(message);
-    const cancelRequested = async () =>
-      (await options.isCancelRequested(jobId)) || (batch !== undefined && (await options.isCancelRequested(batch.id)));
+    let cancelCheckedAt = 0;
+    const cancelRequested = async () => {
+      cancelCheckedAt = Date.now();
+      return (await options.isCancelRequested(jobId)) || (batch !== undefined && (await options.isCancelRequested(batch.id)));
+    };
 
     // ferry's snapshot (what status and the log stream show) goes out with the log lines. The BullMQ
     // job's copy (Bull Board) costs a script per update: at most one per interval, none for a job
@@ -209,7 +225,9 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       for (const [index, module] of modules.entries()) {
         const prefix = batch ? batchPrefix : `[${index + 1}/${total}]`;
         // Pub/sub is fire-and-forget: the marker also stops a job whose worker missed the message.
-        if (await cancelRequested()) throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
+        // Not again within a second of the last look (the check before the start, for a job whose
+        // plan came quickly): the job was already listening for the message then.
+        if (Date.now() - cancelCheckedAt >= 1_000 && (await cancelRequested())) throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
         log(`${prefix} ${module.name}: build #${module.build}, ${module.files.length} artifact(s)`);
         // One writer per folder: overlapping build maps or a second submit wait for the first.
         await folderLock.withLock(module.relativeDir, jobId, signal, (holder) => {

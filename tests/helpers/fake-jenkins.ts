@@ -576,10 +576,15 @@ export async function startFakeJenkins(options: FakeJenkinsOptions = {}): Promis
     if (fault?.kind === 'status') return sendForcedStatus(res, fault.status, fault.retryAfter);
 
     const all = [...build.artifacts.values()];
-    const body = (url.searchParams.get('tree') ?? '').includes('fingerprint')
-      ? { _class: 'hudson.model.FreeStyleBuild', fingerprint: await fingerprints(build) }
+    // Like Jenkins' tree filter: `tree=fingerprint[...]` alone gives only the fingerprints; a tree
+    // naming build fields too gives both.
+    const tree = url.searchParams.get('tree') ?? '';
+    const prints = tree.includes('fingerprint') ? { fingerprint: await fingerprints(build) } : {};
+    const body = tree.includes('fingerprint') && !/(^|,)(number|artifacts)\b/.test(tree)
+      ? { _class: 'hudson.model.FreeStyleBuild', ...prints }
       : {
           _class: 'hudson.model.FreeStyleBuild',
+          ...prints,
           number: build.number,
           result: build.result,
           displayName: build.displayName,

@@ -72,6 +72,28 @@ describe('downloads that survive a real Jenkins (faults switched on in the fake 
     }
   });
 
+  it('a small file (under RESUME_MIN_BYTES) dropped mid-body or cut short starts again from zero and leaves no partial file', async () => {
+    const url = build([
+      { relativePath: 'r/dropped.xml', size: 30_000 },
+      { relativePath: 'r/short.xml', size: 20_000 },
+    ]);
+    jenkins.setFault('r/dropped.xml', { kind: 'drop-after', bytes: 10_000, times: 1 });
+    jenkins.setFault('r/short.xml', { kind: 'short-body', times: 1 });
+    const id = await submit({ job_url: url, release: 'small-drop', artifacts: ['**'] });
+    const done = await finished(id);
+    expect(done.status).toBe('completed');
+    await expectFilesMatch(done, url);
+    for (const name of ['r/dropped.xml', 'r/short.xml']) {
+      const ranges = jenkins.requests.filter((request) => request.path.includes(name)).map((request) => request.range);
+      expect(ranges, name).toEqual([undefined, undefined]);
+    }
+    const log = await messages(id);
+    expect(log.some((line) => line.includes('r/dropped.xml') && line.includes('interrupted') && line.includes('retry 1/5'))).toBe(true);
+    expect(log.some((line) => line.includes('r/short.xml') && line.includes('retry 1/5'))).toBe(true);
+    const left = (await readdir(system.downloadDir, { recursive: true })).map(String).filter((name) => name.includes('.part'));
+    expect(left).toEqual([]);
+  });
+
   it('a connection dropped mid-body resumes from the .part with a Range request', async () => {
     const url = build([{ relativePath: 'big/drop.bin', size: 400_000 }]);
     jenkins.setFault('big/drop.bin', { kind: 'drop-after', bytes: 150_000, times: 1 });
@@ -91,7 +113,7 @@ describe('downloads that survive a real Jenkins (faults switched on in the fake 
     expect(log.some((line) => line.startsWith(`[1/1] fault_job_${builds}: big/drop.bin: resuming at`))).toBe(true);
   });
 
-  it('only files of RESUME_MIN_BYTES or more keep a resume record (.part.json) beside their .part', async () => {
+  it('only files of RESUME_MIN_BYTES or more keep a resume record (.part.json) beside their .part; smaller ones are written whole', async () => {
     const url = build([
       { relativePath: 'r/small.bin', size: 60_000 },
       { relativePath: 'r/large.bin', size: 100_000 },
@@ -103,10 +125,14 @@ describe('downloads that survive a real Jenkins (faults switched on in the fake 
       // Both transfers under way (two Jenkins connections), the throttle keeps them there for seconds.
       const during = await waitFor(async () => {
         const all = await names();
-        return all.some((name) => name.includes('small.bin.') && name.endsWith('.part')) && all.some((name) => name.includes('large.bin.') && name.endsWith('.part')) ? all : null;
-      }, 'both .part files');
+        const smallAsked = jenkins.requests.some((request) => request.path.includes('r/small.bin'));
+        return smallAsked && all.some((name) => name.includes('large.bin.') && name.endsWith('.part')) ? all : null;
+      }, 'the large .part file, and the small file asked for');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const later = await names();
       expect(during.some((name) => name.includes('large.bin.') && name.endsWith('.part.json'))).toBe(true);
-      expect(during.some((name) => name.includes('small.bin.') && name.endsWith('.part.json'))).toBe(false);
+      // The small body is held in memory until it is complete, then written, fsynced and renamed at once.
+      expect([...during, ...later].filter((name) => name.includes('small.bin.'))).toEqual([]);
       jenkins.setThrottle(undefined);
       const done = await finished(id);
       expect(done.status).toBe('completed');

@@ -162,6 +162,14 @@ describe('fake Jenkins', () => {
     expect(await without.json()).toMatchObject({ fingerprint: [] });
   });
 
+  it('answers a tree naming build fields and fingerprints with both, as Jenkins does', async () => {
+    const res = await get(`${build216}api/json?tree=number,result,displayName,artifacts[fileName,relativePath],fingerprint[fileName,hash]`);
+    const json = (await res.json()) as { number: number; artifacts: { relativePath: string }[]; fingerprint: { fileName: string; hash: string }[] };
+    expect(json.number).toBe(216);
+    expect(json.artifacts.map((a) => a.relativePath)).toContain('logs/big.bin');
+    expect(json.fingerprint.find((f) => f.fileName === 'big.bin')?.hash).toBe(md5(jenkins.artifactBytes(build216, 'logs/big.bin')));
+  });
+
   it('answers 404 for unknown jobs, builds and artifacts', async () => {
     for (const path of [
       'job/nope/1/api/json',
