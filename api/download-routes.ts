@@ -7,6 +7,7 @@ import { abandonedSignal } from './error-handler.js';
 import { createIdempotencyMiddleware, type IdempotencyScope, type IdempotencyStore } from './idempotency.js';
 import { callerScope, createAuth, principalOf, type Auth } from './auth.js';
 import type { CancelOutcome } from './cancel-job.js';
+import { setRateHeaders, type SubmitRateLimit } from './rate-limit.js';
 import { createStreamTokens } from './stream-tokens.js';
 import type { JobStore } from './job-store.js';
 import type { PlainRoute } from './plain-route.js';
@@ -27,8 +28,8 @@ export interface DownloadRoutesOptions {
   readonly auth?: Auth;
   /** Issues stream tokens for `POST .../stream-token` (must match the auth's). */
   readonly streamTokens?: ReturnType<typeof createStreamTokens>;
-  /** Runs before a submission is accepted (the per-caller rate limit). */
-  readonly submitLimit?: RequestHandler;
+  /** The per-caller rate limit (default none). */
+  readonly submitLimit?: SubmitRateLimit;
 }
 
 const BASE = '/api/v1/jenkins';
@@ -84,8 +85,8 @@ export interface SubmitRouteOptions {
   readonly jenkinsUrl: string;
   readonly jobStore: JobStore;
   readonly auth: Auth;
-  /** The per-caller rate limit (default none). */
-  readonly submitLimit?: RequestHandler | undefined;
+  /** The per-caller rate limit (default none): spent in the submit's claim script. */
+  readonly submitLimit?: SubmitRateLimit | undefined;
   /** The route's `Idempotency-Key` middleware (api/idempotency.ts). */
   readonly idempotency: RequestHandler;
 }
@@ -96,7 +97,9 @@ function submitHandlers({ jenkinsUrl, jobStore, auth, submitLimit, idempotency }
     if (!req.is('application/json')) throw new ValidationError('Content-Type must be application/json');
     const submission = validateSubmission(req.body, jenkinsUrl);
     const { role, label } = principalOf(res);
-    const { jobId, deduplicated, status } = await jobStore.submit({ ...submission, submitted_by: { role: role ?? 'read', label } });
+    const budget = submitLimit?.budget(req, res);
+    const { jobId, deduplicated, status, budget: spent } = await jobStore.submit({ ...submission, submitted_by: { role: role ?? 'read', label } }, { budget });
+    if (budget && spent) setRateHeaders(res, budget.points, spent.consumed);
     // 202: a new job was queued; 200: an identical pending or running job answers instead.
     res.status(deduplicated ? 200 : 202).json({
       job_id: jobId,
@@ -108,7 +111,9 @@ function submitHandlers({ jenkinsUrl, jobStore, auth, submitLimit, idempotency }
       status_url: `${BASE}/download/${jobId}/status`,
     });
   };
-  return [auth.require('write'), ...(submitLimit ? [submitLimit] : []), idempotency, submit];
+  // The rate limit is spent inside the submit (after validation and Idempotency-Key, with the
+  // dedup claim: one Redis round trip for both); a replayed answer spends nothing.
+  return [auth.require('write'), idempotency, submit];
 }
 
 /** The `Idempotency-Key` middleware of the submit routes, scoped per caller unless told otherwise. */
@@ -141,14 +146,14 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
   const router = Router();
   const streamTokens = options.streamTokens ?? createStreamTokens(undefined);
   const auth = options.auth ?? createAuth({ tokens: [], open: true, streamTokens });
-  const submitLimit: RequestHandler = options.submitLimit ?? ((_req, _res, next) => next());
+  const submitLimit: RequestHandler = options.submitLimit?.middleware ?? ((_req, _res, next) => next());
   const read = auth.require('read');
   const write = auth.require('write');
   router.use(BASE, auth.identify);
 
   const idempotency = submitIdempotency(options.idempotency ?? jobStore.idempotency, options.idempotencyScope);
 
-  router.post(SUBMIT_PATH, ...submitHandlers({ ...options, auth, idempotency }));
+  router.post(SUBMIT_PATH, ...submitHandlers({ ...options, auth, idempotency, submitLimit: options.submitLimit }));
 
   // The tracker's "download selected": several builds as one batch job (see worker/batch-coordinator.ts).
   router.post(`${BASE}/download-selected`, write, submitLimit, idempotency, async (req, res) => {

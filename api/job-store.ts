@@ -25,7 +25,8 @@ import type { JobLog } from '../shared/job-log.js';
 import { parseProgress } from '../shared/job-progress.js';
 import type { Keys } from '../shared/keys.js';
 import { dedupFingerprint, formatPointer, parsePointer } from './dedup.js';
-import { claimDedupKey } from './dedup-claim.js';
+import { claimDedupKey, type BudgetState, type ClaimOutcome } from './dedup-claim.js';
+import { rateLimited, type RateBudget } from './rate-limit.js';
 import { createIdempotencyStore, type IdempotencyStore } from './idempotency.js';
 import { compareAndSet } from './redis-cas.js';
 import { readJobRecords, type JobRecords } from './status-script.js';
@@ -100,12 +101,22 @@ export const DEDUP_DEFAULTS: DedupOptions = Object.freeze({
   settleMs: 2_000,
 });
 
+export interface SubmitOptions {
+  /**
+   * The caller's rate budget: one point is spent in the same script as the dedup claim (a new job
+   * or a deduplicated answer alike); over budget, the submit throws RATE_LIMITED and claims nothing.
+   */
+  readonly budget?: RateBudget | undefined;
+}
+
 export interface SubmitResult {
   readonly jobId: string;
   /** True when an earlier pending or running job with the same dedup key was returned instead. */
   readonly deduplicated: boolean;
   /** The returned job's status when the answer was made. */
   readonly status: JobStatus;
+  /** The budget after this submit's point, when one was given. */
+  readonly budget?: BudgetState | undefined;
 }
 
 export interface ListQuery {
@@ -120,7 +131,7 @@ export interface JobStore {
    * Enqueues a download, unless a job with the same dedup key (see api/dedup.ts) is pending or
    * running: then that job is returned with `deduplicated: true`. Race-free across API processes.
    */
-  submit(data: Omit<JobData, 'accepted_at'>): Promise<SubmitResult>;
+  submit(data: Omit<JobData, 'accepted_at'>, options?: SubmitOptions): Promise<SubmitResult>;
   /** Enqueues a "download selected" batch; returns its id. */
   submitBatch(builds: BatchItem[], options?: { skipExisting?: boolean; artifacts?: string[]; submittedBy?: Submitter }): Promise<string>;
   /** One job's status, or null when unknown. Costs the same whatever the queue depth. */
@@ -284,7 +295,7 @@ export function createJobStore(options: JobStoreOptions): JobStore {
   };
 
   return {
-    async submit(request) {
+    async submit(request, submitOptions = {}) {
       // One pointer per dedup key names the job holding it. Claiming is SET NX, replacing a stale
       // pointer is compare-and-set, so of any number of concurrent submits (in any number of API
       // processes) exactly one enqueues; the others answer with its job. Whether the pointed job
@@ -293,22 +304,29 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       const jobId = uuidv7();
       const claim = formatPointer('claimed', jobId);
       const deadline = Date.now() + dedup.settleMs;
-      const claimKey = (replacing?: string) =>
-        claimDedupKey(redis, { pointerKey, indexKey: keys.jobIndex, claim, ttlMs: dedup.pointerTtlMs, jobId, ...(replacing === undefined ? {} : { replacing }) });
-      for (let outcome = await claimKey(); ; outcome = await claimKey()) {
-        if (outcome.claimed) return enqueue(request, jobId, pointerKey);
+      const claimKey = (replacing?: string, budget?: RateBudget) =>
+        claimDedupKey(redis, { pointerKey, indexKey: keys.jobIndex, claim, ttlMs: dedup.pointerTtlMs, jobId, budget, ...(replacing === undefined ? {} : { replacing }) });
+      const { budget } = submitOptions;
+      // The budget is spent by the first claim only: looking again is the same submit.
+      const first = await claimKey(undefined, budget);
+      if ('overBudget' in first) throw rateLimited(budget?.points ?? 0, first.overBudget.msBeforeNext);
+      const spent = first.budget;
+      const withBudget = (result: SubmitResult): SubmitResult => (spent ? { ...result, budget: spent } : result);
+      for (let outcome: ClaimOutcome = first; ; outcome = await claimKey()) {
+        if (outcome.claimed) return withBudget(await enqueue(request, jobId, pointerKey));
+        if ('overBudget' in outcome) throw new Error('unreachable: a budget is spent by the first claim only');
         const held = outcome.held;
         if (held !== null) {
           const pointer = parsePointer(held);
           const view = pointer ? await get(pointer.jobId) : null;
           if (pointer && view && (view.status === 'pending' || view.status === 'running')) {
-            return { jobId: pointer.jobId, deduplicated: true, status: view.status };
+            return withBudget({ jobId: pointer.jobId, deduplicated: true, status: view.status });
           }
           // Stale: unreadable, the job finished, the job was removed after being queued, or the
           // claimer never queued it within the grace (it crashed or lost Redis).
           const stale =
             !pointer || view !== null || pointer.state === 'queued' || Date.now() - pointer.claimedAt > dedup.claimGraceMs;
-          if (stale && (await claimKey(held)).claimed) return enqueue(request, jobId, pointerKey);
+          if (stale && (await claimKey(held)).claimed) return withBudget(await enqueue(request, jobId, pointerKey));
           // Otherwise another request claimed the key moments ago and is adding its job, or
           // replaced the pointer before us: look again shortly.
         }
