@@ -43,6 +43,12 @@ export interface AppendBatchOptions {
   readonly progress?: Progress | undefined;
   /** Also makes the log and the progress snapshot live again, as {@link JobLog.keep} does. */
   readonly keep?: boolean;
+  /**
+   * The burst's identity: its writer (one per job journal) and number (increasing per writer). A
+   * burst whose number the writer already reached is skipped whole, so sending one again (a retry
+   * after a lost answer, or ioredis resending after a reconnect) never writes its lines twice.
+   */
+  readonly burst?: { readonly writer: string; readonly seq: number } | undefined;
 }
 
 export interface JobLog {
@@ -95,19 +101,27 @@ return ended and 0 or 1
 
 /**
  * Appends lines to a log (KEYS[1]) and optionally replaces the progress snapshot (KEYS[2], same
- * slot). ARGV: MAXLEN, the snapshot ('' for none), '1' to PERSIST both keys first, then
- * message/timestamp pairs. A script runs whole or, when Redis refuses writes, not at all.
+ * slot). ARGV: MAXLEN, the snapshot ('' for none), '1' to PERSIST both keys first, the writer id
+ * ('' for none) and burst number (KEYS[3] the writers hash), then message/timestamp pairs. A burst
+ * whose number its writer already reached is skipped (returns 0). A script runs whole or, when Redis
+ * refuses writes, not at all.
  */
 const APPEND_SCRIPT = `
+if ARGV[4] ~= '' and tonumber(redis.call('HGET', KEYS[3], ARGV[4]) or '0') >= tonumber(ARGV[5]) then return 0 end
 if ARGV[3] == '1' then
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
 end
-for i = 4, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '0-*', 'm', ARGV[i], 't', ARGV[i + 1])
 end
 if ARGV[2] ~= '' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '1', '*', 'p', ARGV[2])
+end
+-- Last: a script that fails part way (a key of the wrong type) has not reached this burst.
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+  redis.call('EXPIRE', KEYS[3], 3600)
 end
 return 1
 `;
@@ -145,9 +159,16 @@ export function createJobLog({ redis, keys, maxLines, ttlSeconds }: JobLogOption
 
     async appendBatch(jobId, lines, options = {}) {
       if (lines.length === 0 && options.progress === undefined && !options.keep) return;
-      const args = [String(maxLines), options.progress ? serializeProgress(options.progress) : '', options.keep ? '1' : '0'];
+      const { burst } = options;
+      const args = [
+        String(maxLines),
+        options.progress ? serializeProgress(options.progress) : '',
+        options.keep ? '1' : '0',
+        burst ? burst.writer : '',
+        burst ? String(burst.seq) : '',
+      ];
       for (const line of lines) args.push(line.message, line.timestamp);
-      await runAppend(redis, [keys.log(jobId), keys.progress(jobId)], args);
+      await runAppend(redis, [keys.log(jobId), keys.progress(jobId), keys.logWriters(jobId)], args);
     },
 
     async keep(jobId) {
@@ -186,7 +207,7 @@ export function createJobLog({ redis, keys, maxLines, ttlSeconds }: JobLogOption
     },
 
     async remove(jobId) {
-      await redis.del(keys.log(jobId), keys.progress(jobId));
+      await redis.del(keys.log(jobId), keys.progress(jobId), keys.logWriters(jobId));
     },
   };
 }

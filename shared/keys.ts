@@ -64,6 +64,12 @@ export interface Keys {
   log(jobId: string): string;
   /** The job's latest progress snapshot: a Redis Stream capped at one entry, so it can be followed. */
   progress(jobId: string): string;
+  /**
+   * The last burst each log writer (a worker's job journal) had applied to the job's log: a hash of
+   * writer id → burst number, so a burst sent again (ioredis resends what was unanswered when a
+   * connection dropped) is applied once. Same slot as the log; expires an hour after its last write.
+   */
+  logWriters(jobId: string): string;
   /** The lock one job holds while it writes `<release>/<module>/<build>/` (value: the job id). */
   folderLock(relativeDir: string): string;
   /** Pub/sub channel on which the API asks whichever worker holds a job to cancel it. */
@@ -113,6 +119,7 @@ export function createKeys(queuePrefix: string, queueName: string = QUEUE_NAME):
     jobIndex: `${bull}:ferry-index`,
     log: (jobId) => `ferry:log:{g${logGroup(jobId)}}:${jobId}`,
     progress: (jobId) => `ferry:progress:{g${logGroup(jobId)}}:${jobId}`,
+    logWriters: (jobId) => `ferry:log-writers:{g${logGroup(jobId)}}:${jobId}`,
     folderLock: (relativeDir) => `${bull}:folder-lock:${relativeDir}`,
     cancelChannel: `ferry:cancel:${bull}`,
     cancelRequest: (jobId) => `ferry:cancel-request:${jobId}`,

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Progress } from '../shared/job-contract.js';
 import type { JobLog, PendingLine } from '../shared/job-log.js';
 
@@ -7,7 +8,8 @@ import type { JobLog, PendingLine } from '../shared/job-log.js';
  *
  * A line is queued and written with the ones that follow it within `delayMs`, in one atomic
  * script per log (see JobLog.appendBatch), so every line reaches Redis once and in order. A burst
- * Redis refuses (full, say) stays queued, in front of newer lines, and is tried again. The
+ * Redis refuses (full, say), or whose answer is lost, is sent again as it was, before newer lines;
+ * each burst carries this journal's writer id and a number, so Redis applies it once. The
  * processor awaits {@link JobJournal.close} before it returns or throws, so a job's log is
  * complete before BullMQ records its outcome and the end entry is written after it. A worker that
  * dies loses at most the lines of its last `delayMs`; the job itself is taken over as before.
@@ -41,18 +43,34 @@ export interface JobJournalOptions {
 
 const DEFAULT_CLOSE_RETRIES = [100, 250, 500, 1_000, 2_000, 4_000];
 
+/** A burst as it was sent: sent again exactly so (same number) until Redis has taken it. */
+interface Burst {
+  readonly seq: number;
+  readonly lines: readonly PendingLine[];
+  readonly progress: Progress | undefined;
+  readonly keep: boolean;
+}
+
 /** One log the journal writes to: its queued lines, and for the job's own log the snapshot. */
 interface Target {
   readonly jobId: string;
   readonly format: (message: string) => string;
   readonly withProgress: boolean;
   lines: PendingLine[];
+  /** The last burst number formed for this log. */
+  seq: number;
+  /** A burst sent but not confirmed (refused, or its answer lost): the next write sends it again first. */
+  unsent: Burst | undefined;
 }
 
 export function createJobJournal(options: JobJournalOptions): JobJournal {
   const { jobLog, delayMs } = options;
-  const own: Target = { jobId: options.jobId, format: (message) => message, withProgress: true, lines: [] };
-  const targets: Target[] = options.batch ? [own, { jobId: options.batch.id, format: options.batch.format, withProgress: false, lines: [] }] : [own];
+  const own: Target = { jobId: options.jobId, format: (message) => message, withProgress: true, lines: [], seq: 0, unsent: undefined };
+  const targets: Target[] = options.batch
+    ? [own, { jobId: options.batch.id, format: options.batch.format, withProgress: false, lines: [], seq: 0, unsent: undefined }]
+    : [own];
+  /** This journal's identity as a log writer: Redis applies each of its bursts once (JobLog.appendBatch). */
+  const writer = randomUUID();
   let snapshot: Progress | undefined;
   /** The first write of an attempt makes the log and snapshot live again (a retried job's log had an expiry). */
   let keep = true;
@@ -64,20 +82,22 @@ export function createJobJournal(options: JobJournalOptions): JobJournal {
   let closed = false;
 
   const writeTarget = async (target: Target) => {
-    const lines = target.lines;
-    const progress = target.withProgress ? snapshot : undefined;
-    const keepNow = target.withProgress && keep;
-    if (lines.length === 0 && progress === undefined && !keepNow) return;
-    target.lines = [];
-    if (target.withProgress) snapshot = undefined;
-    try {
-      await jobLog.appendBatch(target.jobId, lines, { progress, keep: keepNow });
-      if (keepNow) keep = false;
-    } catch (error) {
-      // Nothing of the burst was written: put it back in front of what came meanwhile.
-      target.lines = [...lines, ...target.lines];
-      if (target.withProgress) snapshot ??= progress;
-      throw error;
+    for (;;) {
+      if (!target.unsent) {
+        const progress = target.withProgress ? snapshot : undefined;
+        const keepNow = target.withProgress && keep;
+        if (target.lines.length === 0 && progress === undefined && !keepNow) return;
+        target.seq += 1;
+        target.unsent = { seq: target.seq, lines: target.lines, progress, keep: keepNow };
+        target.lines = [];
+        if (target.withProgress) snapshot = undefined;
+      }
+      const burst = target.unsent;
+      // Refused, or sent and its answer lost: the burst stays unsent and goes again as it is (same
+      // number, so Redis skips it if it had run it), before anything queued since.
+      await jobLog.appendBatch(target.jobId, burst.lines, { progress: burst.progress, keep: burst.keep, burst: { writer, seq: burst.seq } });
+      target.unsent = undefined;
+      if (burst.keep) keep = false;
     }
   };
 

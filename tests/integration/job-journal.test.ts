@@ -77,6 +77,38 @@ describe('job journal: a job log written in bursts (real Redis)', () => {
     expect(await snapshot('refused')).toMatchObject({ files_done: 1 });
   });
 
+  it('a burst whose answer was lost after Redis ran it is sent again and applied once', async () => {
+    // A JobLog whose first appendBatch reaches Redis (the real script runs) and then fails as a
+    // dropped connection would: the journal cannot tell, and sends the burst again.
+    let lose = 1;
+    const lossy: typeof jobLog = {
+      ...jobLog,
+      async appendBatch(jobId, lines, batchOptions) {
+        await jobLog.appendBatch(jobId, lines, batchOptions);
+        if (lose > 0) {
+          lose -= 1;
+          throw new Error('Connection is closed.');
+        }
+      },
+    };
+    const journal = journalFor('lost-answer', { jobLog: lossy });
+    journal.line('one');
+    journal.line('two');
+    await expect(journal.flush()).rejects.toThrow(/Connection is closed/);
+    journal.line('three');
+    await journal.close();
+    expect((await messages('lost-answer')).map(([, message]) => message)).toEqual(['one', 'two', 'three']);
+    // The same burst number twice, straight to the script: the second is skipped.
+    const line = [{ message: 'once', timestamp: new Date().toISOString() }];
+    await jobLog.appendBatch('twice', line, { burst: { writer: 'w1', seq: 1 } });
+    await jobLog.appendBatch('twice', line, { burst: { writer: 'w1', seq: 1 } });
+    await jobLog.appendBatch('twice', line, { burst: { writer: 'w2', seq: 1 } });
+    expect((await messages('twice')).map(([, message]) => message)).toEqual(['once', 'once']);
+    expect(await redis.ttl(keys.logWriters('twice'))).toBeGreaterThan(0);
+    await jobLog.remove('twice');
+    expect(await redis.exists(keys.logWriters('twice'))).toBe(0);
+  });
+
   it('close() tries again until Redis takes the lines, and rejects when it never does', async () => {
     const journal = journalFor('close');
     await redis.set(keys.log('close'), 'not a stream');
