@@ -76,6 +76,8 @@ export interface JobStoreOptions {
    * that many replicas hold the new job (else it fails with REDIS_UNAVAILABLE). 0 (default): no wait.
    */
   readonly waitReplicas?: { readonly replicas: number; readonly timeoutMs: number };
+  /** The connection the queues add jobs on, when not `redis` (WAIT must run on it too). */
+  readonly queueRedis?: Redis | undefined;
 }
 
 export interface DedupOptions {
@@ -252,13 +254,16 @@ export function createJobStore(options: JobStoreOptions): JobStore {
   /**
    * Redis replicates asynchronously: a failover right after a submit can lose a job already
    * answered 202. WAIT on the connection that added the job returns once that many replicas have
-   * acknowledged every write it sent so far (the job included), or at the timeout with fewer.
+   * acknowledged every write it sent so far (the job included), or at the timeout with fewer; and
+   * on the command connection too, for the dedup claim and pointer (when the queues have their own).
    */
+  const waitConnections = options.queueRedis && options.queueRedis !== redis ? [options.queueRedis, redis] : [redis];
   const confirmReplicated = async () => {
     const wanted = options.waitReplicas?.replicas ?? 0;
     if (wanted <= 0) return;
     const timeoutMs = options.waitReplicas?.timeoutMs ?? 1_000;
-    const acked = Number(await redis.call('WAIT', String(wanted), String(timeoutMs)));
+    const answers = await Promise.all(waitConnections.map((connection) => connection.call('WAIT', String(wanted), String(timeoutMs))));
+    const acked = Math.min(...answers.map(Number));
     if (acked < wanted) {
       throw new RedisUnavailableError({ cause: new Error(`WAIT: ${acked} of ${wanted} replica(s) acknowledged the new job within ${timeoutMs} ms`) });
     }

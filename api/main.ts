@@ -57,17 +57,19 @@ async function main(): Promise<void> {
   shutdown.onSignals((code) => process.exit(code));
 
   const redis = createRedis(config.redis, 'api', logger, 'api');
+  // BullMQ's queues on a connection of their own (see ApiDependencies.queueRedis).
+  const queueRedis = createRedis(config.redis, 'api', logger, 'api-queue', { autoPipelining: false });
   const blockingRedis = createRedis(config.redis, 'worker', logger, 'api-log-tail');
   // Cleanups run last-in-first-out: HTTP first, then the queue and log tail, Redis last.
   shutdown.add('redis', async () => {
-    await Promise.all([redis.quit().catch(() => redis.disconnect()), blockingRedis.quit().catch(() => blockingRedis.disconnect())]);
+    await Promise.all([redis, queueRedis, blockingRedis].map((connection) => connection.quit().catch(() => connection.disconnect())));
   });
   // Now, and after every reconnect: warns when Redis could evict (lose) jobs.
   void checkMaxmemoryPolicy(redis, logger);
   // Listen even while Redis is down (requests then get 503 and /readyz says so), but give it a
   // moment first so a normal start does not answer its first requests with 503.
-  await waitForRedis(redis, 5_000).catch(() => logger.warn('Redis is not reachable yet; starting anyway', { redis: describeRedisTarget(config.redis) }));
-  const api = createApi({ config, logger, redis, blockingRedis });
+  await Promise.all([waitForRedis(redis, 5_000), waitForRedis(queueRedis, 5_000)]).catch(() => logger.warn('Redis is not reachable yet; starting anyway', { redis: describeRedisTarget(config.redis) }));
+  const api = createApi({ config, logger, redis, queueRedis, blockingRedis });
   shutdown.add('queue and log tail', () => api.close());
 
   const server = api.app.listen(config.port, config.host);

@@ -72,7 +72,16 @@ function tlsOptions(tls: boolean, caFile: string | undefined): RedisOptions['tls
  * ferry sends only commands whose keys share one slot, see shared/keys.ts), in Sentinel mode a
  * `Redis` that asks the sentinels for the current master on every (re)connect.
  */
-export function createRedis(target: string | RedisTarget, role: RedisRole, logger: Logger, name: string): Redis {
+export interface CreateRedisOptions {
+  /**
+   * ioredis auto-pipelining (default: on for 'api'): commands of one tick leave in one write. Off
+   * for a connection that carries BullMQ's commands: every auto-pipeline copies each script defined
+   * on the connection (BullMQ defines about fifty) onto a new Pipeline object.
+   */
+  readonly autoPipelining?: boolean;
+}
+
+export function createRedis(target: string | RedisTarget, role: RedisRole, logger: Logger, name: string, extra: CreateRedisOptions = {}): Redis {
   const resolved: RedisTarget = typeof target === 'string' ? { mode: 'url', url: target } : target;
   // Reconnect forever with a capped backoff: Redis restarts must not kill the process. The cap
   // bounds how long a process stays away after Redis is back (a connect attempt a second is cheap).
@@ -87,7 +96,7 @@ export function createRedis(target: string | RedisTarget, role: RedisRole, logge
     // A master demoted by a failover answers writes with READONLY until the connection moves to the
     // new one: reconnect (which asks the sentinels again) and resend the command.
     reconnectOnError: (error) => (error.message.startsWith('READONLY') ? 2 : false),
-    enableAutoPipelining: role === 'api',
+    enableAutoPipelining: extra.autoPipelining ?? role === 'api',
   };
   let redis: Redis;
   if (resolved.mode === 'cluster') {

@@ -89,7 +89,7 @@ it('live-log fan-out: 10 jobs x 20 lines/s to a growing number of SSE clients on
     await sleep((SECONDS * 1000) / 2);
     const ports = await tcpConnectionsTo(apiPid, redisServer.port);
     const connectionNames = await clientNamesByPort(redis, ports);
-    const connectionsByName = await connectionsNamed(redis, ['ferry:api', 'ferry:api-log-tail']);
+    const connectionsByName = await connectionsNamed(redis, ['ferry:api', 'ferry:api-queue', 'ferry:api-log-tail']);
     const code = await Promise.race([publisher.exited, sleep(SECONDS * 1000 + 60_000).then(() => 'timeout' as const)]);
     if (code !== 0) throw new Error(`log publisher ended with ${String(code)}: ${publisher.output()}`);
     const finished = await followers.finished(60_000);
@@ -164,7 +164,7 @@ it('live-log fan-out: 10 jobs x 20 lines/s to a growing number of SSE clients on
     );
     report.note(`peak RSS is the API process's VmHWM after the phase (phases run in increasing size, so it is that phase's peak)`);
     if (phases.some((phase) => phase.connectionsByName !== phase.connections)) {
-      report.note(`connections named ferry:api/ferry:api-log-tail: ${phases.map((phase) => phase.connectionsByName).join(' / ')}`);
+      report.note(`connections named ferry:api/ferry:api-queue/ferry:api-log-tail: ${phases.map((phase) => phase.connectionsByName).join(' / ')}`);
     }
   } finally {
     await api.service.stop();

@@ -100,17 +100,20 @@ describe('two API processes and two worker processes (real child processes)', ()
     for (const service of services) expect(service.output()).not.toContain('multi-secret');
   });
 
-  it('each API process keeps two Redis connections however many SSE readers it serves', async () => {
+  it('each API process keeps three Redis connections (commands, BullMQ queues, log tail) however many SSE readers it serves', async () => {
     const apiB = apis[1] as string;
-    const before = await connectionsNamed(redis, 'ferry:api') + await connectionsNamed(redis, 'ferry:api-log-tail');
+    const apiConnections = async () =>
+      (await connectionsNamed(redis, 'ferry:api')) + (await connectionsNamed(redis, 'ferry:api-queue')) + (await connectionsNamed(redis, 'ferry:api-log-tail'));
+    expect(await connectionsNamed(redis, 'ferry:api-queue')).toBe(2);
+    const before = await apiConnections();
     jenkins.setThrottle(20_000);
     try {
       const submitted = await postJson(`${apis[0] as string}/api/v1/jenkins/download`, { job_url: buildUrl, skip_existing: false });
       const streamUrl = `${apiB}${String(submitted.body.logs_url)}`;
       const readers = await Promise.all(Array.from({ length: 40 }, () => openSse(streamUrl)));
       await waitFor(() => readers.every((reader) => logLines(reader.events).length >= 2), 'every reader to get lines');
-      const during = await connectionsNamed(redis, 'ferry:api') + await connectionsNamed(redis, 'ferry:api-log-tail');
-      expect(before).toBe(4);
+      const during = await apiConnections();
+      expect(before).toBe(6);
       expect(during).toBe(before);
       for (const reader of readers) reader.close();
     } finally {
