@@ -43,9 +43,10 @@ export function uuidv7Millis(id: string): number | null {
 export type PointerState = 'claimed' | 'queued';
 
 /**
- * A dedup pointer's value: `<state>:<job id>`. `claimed` while the claiming request adds the job
- * to the queue, `queued` once BullMQ has it: a queued pointer whose job hash is gone names a job
- * that was removed, a claimed one may name a job about to appear (or a claimer that crashed).
+ * A dedup pointer's value: `<state>:<job id>`. ferry writes `claimed` only: a claimed pointer whose
+ * job is not in the queue may name a job about to appear (within the claim grace), a claimer that
+ * crashed, or a removed job. `queued` (written after the add by earlier versions) is still read:
+ * such a pointer whose job is gone names a removed job.
  */
 export function formatPointer(state: PointerState, jobId: string): string {
   return `${state}:${jobId}`;

@@ -90,7 +90,8 @@ export interface DedupOptions {
   /**
    * How long a pointer naming a job that BullMQ does not have (yet) is honoured, from the job id's
    * UUIDv7 time: the claimer is between claiming and adding the job. Past it the claimer is taken
-   * to have crashed and the pointer is replaced.
+   * to have crashed (or the job was removed) and the pointer is replaced. An API's add either lands
+   * or fails within its command timeout (API_COMMAND_TIMEOUT_MS, 2 s, one retry), so 10 s is ample.
    */
   readonly claimGraceMs: number;
   /** How long a submit waits for a concurrent claimer's job to appear before answering 409. */
@@ -99,7 +100,7 @@ export interface DedupOptions {
 
 export const DEDUP_DEFAULTS: DedupOptions = Object.freeze({
   pointerTtlMs: 6 * 60 * 60 * 1_000,
-  claimGraceMs: 30_000,
+  claimGraceMs: 10_000,
   settleMs: 2_000,
 });
 
@@ -290,11 +291,10 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       await compareAndSet(redis, pointerKey, claimed, null).catch(() => false);
       throw error;
     }
-    // Best effort, and not awaited: it only lets a job removed later be recognised as gone at once
-    // rather than after the claim grace. Commands on one connection run in order, so the WAIT
-    // below (when configured) still covers it.
-    void compareAndSet(redis, pointerKey, claimed, formatPointer('queued', jobId)).catch(() => false);
-    // After the pointer, so it is replicated too: a retry after a 503 here finds this job (dedup).
+    // The pointer stays `claimed`: marking it `queued` here (as earlier versions did, and as the
+    // stale test still reads) cost every submit a round trip, to spare only a resubmit of a job
+    // removed within the claim grace of its submit a wait of that grace.
+    // WAIT (when configured) covers the claim and the job: a retry after a 503 here finds this job.
     await confirmReplicated();
     return { jobId, deduplicated: false, status: 'pending' };
   };

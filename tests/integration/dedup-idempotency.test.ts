@@ -176,10 +176,16 @@ describe('submission dedup and Idempotency-Key (no worker: jobs stay pending)', 
     const recovered = await submit(body);
     expect(recovered.status).toBe(202);
     const id = recovered.body.job_id as string;
-    expect(await system.redis.get(pointer)).toBe(`queued:${id}`);
+    expect(await system.redis.get(pointer)).toBe(`claimed:${id}`);
     expect(await system.redis.pttl(pointer)).toBeGreaterThan(60_000);
 
-    // A queued pointer whose job is gone (removed in Bull Board) is stale at once.
+    // A claim 11 s old (past the 10 s grace) whose job is gone (removed in Bull Board) is stale.
+    const goneBody = { job_url: build('crashed', 5), release: 'crashed' };
+    const gonePointer = keys.dedup(dedupFingerprint({ ...goneBody, artifacts: [] }));
+    await system.redis.set(gonePointer, `claimed:${uuidv7({ msecs: Date.now() - 11_000 })}`, 'PX', 60_000);
+    expect((await submit(goneBody)).status).toBe(202);
+
+    // A queued pointer (written by earlier versions) whose job is gone is stale at once.
     const removedBody = { job_url: build('crashed', 3), release: 'crashed' };
     const removedPointer = keys.dedup(dedupFingerprint({ ...removedBody, artifacts: [] }));
     await system.redis.set(removedPointer, `queued:${uuidv7()}`);

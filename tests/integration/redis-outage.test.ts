@@ -181,7 +181,7 @@ describe('Redis goes away and comes back (real redis-server, API and worker proc
     // 3. Everything carries on: each job accepted before the outages completes with the right bytes.
     jenkins.setThrottle(undefined);
     // A build no probe named: a submit that Redis ran late (queued behind the freeze, after its
-    // request had been answered 503) may hold newBuild's dedup claim for its 30 s grace.
+    // request had been answered 503) may hold newBuild's dedup claim for its 10 s grace.
     const laterBuild = jenkins.addBuild(['QA_Release_9.1', 'outage-later'], 1, { artifacts: [{ relativePath: 'hapy/y.order.txt', content: 'y\n' }] });
     const after = await postJson(`${baseUrl}/api/v1/jenkins/download`, { job_url: laterBuild });
     expect(after.status).toBe(202);
