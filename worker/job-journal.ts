@@ -39,6 +39,12 @@ export interface JobJournalOptions {
   readonly closeRetryDelaysMs?: readonly number[];
   /** A burst Redis refused (it stays queued and is tried again). */
   readonly onError: (error: unknown) => void;
+  /**
+   * Lines kept queued per log while Redis refuses them (default 10,000): past it the oldest queued
+   * lines are dropped and a line saying how many takes their place, so a long job under a long
+   * refusal does not grow the worker's memory without bound.
+   */
+  readonly maxQueuedLines?: number;
 }
 
 const DEFAULT_CLOSE_RETRIES = [100, 250, 500, 1_000, 2_000, 4_000];
@@ -61,14 +67,21 @@ interface Target {
   seq: number;
   /** A burst sent but not confirmed (refused, or its answer lost): the next write sends it again first. */
   unsent: Burst | undefined;
+  /** Queued lines dropped (oldest first) since the last burst was formed, over maxQueuedLines. */
+  dropped: number;
 }
 
 export function createJobJournal(options: JobJournalOptions): JobJournal {
   const { jobLog, delayMs } = options;
-  const own: Target = { jobId: options.jobId, format: (message) => message, withProgress: true, lines: [], seq: 0, unsent: undefined };
+  const own: Target = { jobId: options.jobId, format: (message) => message, withProgress: true, lines: [], seq: 0, unsent: undefined, dropped: 0 };
   const targets: Target[] = options.batch
-    ? [own, { jobId: options.batch.id, format: options.batch.format, withProgress: false, lines: [], seq: 0, unsent: undefined }]
+    ? [own, { jobId: options.batch.id, format: options.batch.format, withProgress: false, lines: [], seq: 0, unsent: undefined, dropped: 0 }]
     : [own];
+  const maxQueued = Math.max(1, options.maxQueuedLines ?? 10_000);
+  const droppedNotice = (target: Target): PendingLine => ({
+    message: target.format(`${target.dropped} log line(s) dropped here: Redis refused writes while they were queued`),
+    timestamp: target.lines[0]?.timestamp ?? new Date().toISOString(),
+  });
   /** This journal's identity as a log writer: Redis applies each of its bursts once (JobLog.appendBatch). */
   const writer = randomUUID();
   let snapshot: Progress | undefined;
@@ -88,8 +101,10 @@ export function createJobJournal(options: JobJournalOptions): JobJournal {
         const keepNow = target.withProgress && keep;
         if (target.lines.length === 0 && progress === undefined && !keepNow) return;
         target.seq += 1;
-        target.unsent = { seq: target.seq, lines: target.lines, progress, keep: keepNow };
+        const lines = target.dropped > 0 ? [droppedNotice(target), ...target.lines] : target.lines;
+        target.unsent = { seq: target.seq, lines, progress, keep: keepNow };
         target.lines = [];
+        target.dropped = 0;
         if (target.withProgress) snapshot = undefined;
       }
       const burst = target.unsent;
@@ -138,7 +153,13 @@ export function createJobJournal(options: JobJournalOptions): JobJournal {
   return {
     line(message) {
       const timestamp = new Date().toISOString();
-      for (const target of targets) target.lines.push({ message: target.format(message), timestamp });
+      for (const target of targets) {
+        target.lines.push({ message: target.format(message), timestamp });
+        if (target.lines.length > maxQueued) {
+          target.lines.shift();
+          target.dropped += 1;
+        }
+      }
       schedule();
     },
     progress(next) {

@@ -109,6 +109,30 @@ describe('job journal: a job log written in bursts (real Redis)', () => {
     expect(await redis.exists(keys.logWriters('twice'))).toBe(0);
   });
 
+  it('while Redis refuses, at most maxQueuedLines wait; the oldest give way to a line saying how many were dropped', async () => {
+    const journal = journalFor('capped', { maxQueuedLines: 3 });
+    journal.line('written');
+    await journal.flush();
+    await redis.rename(keys.log('capped'), `${keys.log('capped')}:aside`);
+    await redis.set(keys.log('capped'), 'not a stream');
+    journal.line('refused burst');
+    await expect(journal.flush()).rejects.toThrow(/WRONGTYPE/);
+    for (let index = 1; index <= 7; index += 1) journal.line(`queued ${index}`);
+    await redis.del(keys.log('capped'));
+    await redis.rename(`${keys.log('capped')}:aside`, keys.log('capped'));
+    await journal.close();
+    // The burst already sent is kept whole (it may have been written); of the 7 queued after it,
+    // the newest 3 remain.
+    expect((await messages('capped')).map(([, message]) => message)).toEqual([
+      'written',
+      'refused burst',
+      '4 log line(s) dropped here: Redis refused writes while they were queued',
+      'queued 5',
+      'queued 6',
+      'queued 7',
+    ]);
+  });
+
   it('close() tries again until Redis takes the lines, and rejects when it never does', async () => {
     const journal = journalFor('close');
     await redis.set(keys.log('close'), 'not a stream');
