@@ -38,25 +38,25 @@ export function createCancelJob(options: CancelJobOptions): (jobId: string, sign
   // `signal` fires when the caller has already been answered (the Redis guard's 503): nothing is
   // changed after that. Checked after every wait, before every write.
   return async (jobId, signal) => {
+    /** Once the caller was answered, takes back what this cancel wrote so far, and stops. */
+    const stopIfAnswered = async (...written: string[]) => {
+      if (!signal?.aborted) return;
+      if (written.length > 0) await redis.del(...written);
+      signal.throwIfAborted();
+    };
     const view = await jobStore.get(jobId);
-    signal?.throwIfAborted();
+    await stopIfAnswered();
     if (!view) throw new NotFoundError(`No job ${jobId}`);
     if (isFinished(view.status)) throw new ConflictError(`Job ${jobId} has already ${view.status === 'cancelled' ? 'been cancelled' : view.status}`);
     await redis.set(keys.cancelRequest(jobId), '1', 'EX', ttlSeconds);
-    if (signal?.aborted) {
-      // Answered 503 while the marker was on its way: take it back, the caller was told it failed.
-      await redis.del(keys.cancelRequest(jobId));
-      signal.throwIfAborted();
-    }
+    // Answered 503 while the marker was on its way: take it back, the caller was told it failed.
+    await stopIfAnswered(keys.cancelRequest(jobId));
 
     if (view.status === 'pending') {
       const tombstone: JobStatusView = { ...view, status: 'cancelled', error: REASON, completed_at: new Date().toISOString(), running_since: null };
       // The tombstone goes first: there is never a moment when the job is unknown.
       await redis.set(keys.tombstone(jobId), JSON.stringify(tombstone), 'EX', ttlSeconds);
-      if (signal?.aborted) {
-        await redis.del(keys.tombstone(jobId), keys.cancelRequest(jobId));
-        signal.throwIfAborted();
-      }
+      await stopIfAnswered(keys.tombstone(jobId), keys.cancelRequest(jobId));
       const queue = view.kind === 'batch' ? options.batchQueue : options.queue;
       if ((await queue.remove(jobId)) === 1) {
         await jobLog.end(jobId, 'cancelled', null, 'Job cancelled before it started');
@@ -64,10 +64,7 @@ export function createCancelJob(options: CancelJobOptions): (jobId: string, sign
       }
       // A worker took it meanwhile: cancel it as a running job.
       await redis.del(keys.tombstone(jobId));
-      if (signal?.aborted) {
-        await redis.del(keys.cancelRequest(jobId));
-        signal.throwIfAborted();
-      }
+      await stopIfAnswered(keys.cancelRequest(jobId));
     }
 
     await redis.publish(keys.cancelChannel, jobId);

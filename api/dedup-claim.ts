@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { defineScript } from '../shared/redis-script.js';
-import { CONSUME_POINT_LUA, type RateBudget } from './rate-limit.js';
+import { CONSUME_POINT_LUA, rateLimited, type RateBudget } from './rate-limit.js';
 
 /**
  * Claims a submission's dedup pointer and enters the new job in the job index, in one atomic
@@ -61,11 +61,15 @@ export interface BudgetState {
   readonly msBeforeNext: number;
 }
 
-export type ClaimOutcome =
-  | { readonly claimed: true; readonly budget?: BudgetState }
-  | { readonly claimed: false; readonly held: string | null; readonly budget?: BudgetState }
-  | { readonly claimed: false; readonly overBudget: BudgetState };
+export interface ClaimOutcome {
+  readonly claimed: boolean;
+  /** The pointer held by another submit when not claimed (null: the key was free but a replacement was asked for). */
+  readonly held: string | null;
+  /** The budget after this claim's point, when one was spent. */
+  readonly budget?: BudgetState | undefined;
+}
 
+/** Claims the pointer (spending the budget's point first, when given); over budget: throws RATE_LIMITED, nothing claimed. */
 export async function claimDedupKey(redis: Redis, request: ClaimRequest): Promise<ClaimOutcome> {
   const args = [request.claim, String(Math.max(1, Math.round(request.ttlMs))), request.jobId, request.replacing ?? ''];
   const { budget } = request;
@@ -74,8 +78,7 @@ export async function claimDedupKey(redis: Redis, request: ClaimRequest): Promis
     : await run(redis, [request.pointerKey, request.indexKey], args);
   // Lua false arrives as null; a table's trailing nils are dropped.
   const [won, held, consumed, ttl] = result as [number, string | null | undefined, number | null | undefined, number | null | undefined];
-  const spent: BudgetState | undefined = typeof consumed === 'number' ? { consumed, msBeforeNext: Number(ttl ?? 0) } : undefined;
-  if (won === 2) return { claimed: false, overBudget: spent ?? { consumed: 0, msBeforeNext: 0 } };
-  if (won === 1) return spent ? { claimed: true, budget: spent } : { claimed: true };
-  return spent ? { claimed: false, held: held ?? null, budget: spent } : { claimed: false, held: held ?? null };
+  const spent = typeof consumed === 'number' ? { consumed, msBeforeNext: Number(ttl ?? 0) } : undefined;
+  if (won === 2) throw rateLimited(budget?.points ?? 0, spent?.msBeforeNext ?? 0);
+  return { claimed: won === 1, held: held ?? null, budget: spent };
 }

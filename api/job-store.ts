@@ -26,7 +26,7 @@ import { parseProgress } from '../shared/job-progress.js';
 import type { Keys } from '../shared/keys.js';
 import { dedupFingerprint, formatPointer, parsePointer } from './dedup.js';
 import { claimDedupKey, type BudgetState, type ClaimOutcome } from './dedup-claim.js';
-import { rateLimited, type RateBudget } from './rate-limit.js';
+import type { RateBudget } from './rate-limit.js';
 import { createIdempotencyStore, type IdempotencyStore } from './idempotency.js';
 import { compareAndSet } from './redis-cas.js';
 import { readJobRecords, type JobRecords } from './status-script.js';
@@ -311,35 +311,36 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       const deadline = Date.now() + dedup.settleMs;
       const claimKey = (replacing?: string, budget?: RateBudget) =>
         claimDedupKey(redis, { pointerKey, indexKey: keys.jobIndex, claim, ttlMs: dedup.pointerTtlMs, jobId, budget, ...(replacing === undefined ? {} : { replacing }) });
-      const { budget } = submitOptions;
-      // The budget is spent by the first claim only: looking again is the same submit.
-      const first = await claimKey(undefined, budget);
-      if ('overBudget' in first) throw rateLimited(budget?.points ?? 0, first.overBudget.msBeforeNext);
-      const spent = first.budget;
-      const withBudget = (result: SubmitResult): SubmitResult => (spent ? { ...result, budget: spent } : result);
-      for (let outcome: ClaimOutcome = first; ; outcome = await claimKey()) {
-        if (outcome.claimed) return withBudget(await enqueue(request, jobId, pointerKey));
-        if ('overBudget' in outcome) throw new Error('unreachable: a budget is spent by the first claim only');
-        const held = outcome.held;
-        if (held !== null) {
-          const pointer = parsePointer(held);
-          const view = pointer ? await get(pointer.jobId) : null;
-          if (pointer && view && (view.status === 'pending' || view.status === 'running')) {
-            return withBudget({ jobId: pointer.jobId, deduplicated: true, status: view.status });
+      /** From the first claim's outcome to the answer: this job, or the one holding the key. */
+      const settle = async (first: ClaimOutcome): Promise<SubmitResult> => {
+        for (let outcome = first; ; outcome = await claimKey()) {
+          if (outcome.claimed) return enqueue(request, jobId, pointerKey);
+          const held = outcome.held;
+          if (held !== null) {
+            const pointer = parsePointer(held);
+            const view = pointer ? await get(pointer.jobId) : null;
+            if (pointer && view && (view.status === 'pending' || view.status === 'running')) {
+              return { jobId: pointer.jobId, deduplicated: true, status: view.status };
+            }
+            // Stale: unreadable, the job finished, the job was removed after being queued, or the
+            // claimer never queued it within the grace (it crashed or lost Redis).
+            const stale =
+              !pointer || view !== null || pointer.state === 'queued' || Date.now() - pointer.claimedAt > dedup.claimGraceMs;
+            if (stale && (await claimKey(held)).claimed) return enqueue(request, jobId, pointerKey);
+            // Otherwise another request claimed the key moments ago and is adding its job, or
+            // replaced the pointer before us: look again shortly.
           }
-          // Stale: unreadable, the job finished, the job was removed after being queued, or the
-          // claimer never queued it within the grace (it crashed or lost Redis).
-          const stale =
-            !pointer || view !== null || pointer.state === 'queued' || Date.now() - pointer.claimedAt > dedup.claimGraceMs;
-          if (stale && (await claimKey(held)).claimed) return withBudget(await enqueue(request, jobId, pointerKey));
-          // Otherwise another request claimed the key moments ago and is adding its job, or
-          // replaced the pointer before us: look again shortly.
+          if (Date.now() > deadline) {
+            throw new ConflictError('An identical download is being submitted by another request; try again shortly');
+          }
+          await new Promise((resolve) => setTimeout(resolve, 20));
         }
-        if (Date.now() > deadline) {
-          throw new ConflictError('An identical download is being submitted by another request; try again shortly');
-        }
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
+      };
+      // The budget is spent by the first claim only (over it, that claim throws RATE_LIMITED):
+      // looking again is the same submit.
+      const first = await claimKey(undefined, submitOptions.budget);
+      const result = await settle(first);
+      return first.budget ? { ...result, budget: first.budget } : result;
     },
 
     get,

@@ -65,10 +65,9 @@ export function rateLimited(points: number, msBeforeNext: number): RateLimitedEr
  * script instead (one round trip less per submit, see `budget`), on the same counter.
  */
 export function createSubmitRateLimit(options: RateLimitOptions): SubmitRateLimit {
-  const keyPrefix = `ferry:rate:${options.keys.queuePrefix}:${options.keys.queueName}`;
   const limiter = new RateLimiterRedis({
     storeClient: options.redis,
-    keyPrefix,
+    keyPrefix: `ferry:rate:${options.keys.queuePrefix}:${options.keys.queueName}`,
     points: options.perMinute,
     duration: 60,
     rejectIfRedisNotReady: true,

@@ -1,10 +1,10 @@
 // node profdiff.mjs a.cpuprofile b.cpuprofile divisor [by=pkg|fn] [top]
 import process from 'node:process';
 /* global console */
-import { readFileSync } from 'node:fs';
+import { functionOf, packageOf, selfTimes } from './profile-lib.mjs';
+
 const [fa, fb, div = '1', by = 'pkg', top = '40'] = process.argv.slice(2);
-const pkgOf = (url) => { if (!url) return '(native)'; const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url); if (m) return m[1]; if (url.startsWith('node:')) return 'node:' + url.slice(5).split('/')[0]; const d = /\/(dist\/[^/]+|tests\/[^/]+)/.exec(url); return d ? d[1] : url.slice(-40); };
-const load = (f) => { const p = JSON.parse(readFileSync(f, 'utf8')); const dt = new Map(); for (let i = 0; i < p.samples.length; i++) dt.set(p.samples[i], (dt.get(p.samples[i]) ?? 0) + (p.timeDeltas[i] ?? 0)); const m = new Map(); for (const n of p.nodes) { const t = dt.get(n.id) ?? 0; const cf = n.callFrame; const k = by === 'pkg' ? pkgOf(cf.url) : `${cf.functionName || '(anon)'} ${pkgOf(cf.url)}:${cf.lineNumber}`; m.set(k, (m.get(k) ?? 0) + t); } return m; };
+const load = (file) => selfTimes(file, by === 'pkg' ? (callFrame) => packageOf(callFrame.url) : functionOf);
 const a = load(fa), b = load(fb), d = Number(div);
 const keys = new Set([...a.keys(), ...b.keys()]);
 const rows = [...keys].map((k) => [k, (a.get(k) ?? 0) / d, (b.get(k) ?? 0) / d]).filter(([k]) => k !== '(idle) (native):-1' && k !== '(idle)');

@@ -1,14 +1,13 @@
 // node profincl.mjs file.cpuprofile divisor filterRegex [topN]: inclusive time per function matching filter (url+name).
 import process from 'node:process';
 /* global console */
-import { readFileSync } from 'node:fs';
+import { loadProfile } from './profile-lib.mjs';
+
 const [file, div = '1', filt = 'dist/', topArg = '40'] = process.argv.slice(2);
-const p = JSON.parse(readFileSync(file, 'utf8'));
+const { profile: p, self: dt } = loadProfile(file);
 const re = new RegExp(filt);
 const parent = new Map(); const byId = new Map();
 for (const n of p.nodes) { byId.set(n.id, n); for (const c of n.children ?? []) parent.set(c, n.id); }
-const dt = new Map();
-for (let i = 0; i < p.samples.length; i++) dt.set(p.samples[i], (dt.get(p.samples[i]) ?? 0) + (p.timeDeltas[i] ?? 0));
 const incl = new Map();
 for (const [id, t] of dt) {
   const seen = new Set();
