@@ -8,7 +8,7 @@ const boundary = (patterns, message) => ({
 });
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'downloads/**', 'data/**', 'coverage/**'] },
+  { ignores: ['dist/**', '.cmp/**', 'node_modules/**', 'downloads/**', 'data/**', 'coverage/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -6,7 +6,10 @@
  * with the same concurrency that read each build's api/json and write the same files, with the jobs
  * added straight to their queue. ferry's submits go over keep-alive node:http sockets
  * (createSubmitter): the bench process shares the 2 cores, and fetch's client cost per request was
- * several times what queue.add costs the baseline's submitter.
+ * several times what queue.add costs the baseline's submitter. For reference, the bare workers
+ * also run with BARE_DURABLE=1 (each file through a temporary name, fsynced and renamed, and a
+ * manifest last): the share of the gap that durable writes alone cost on this machine. The CPU of
+ * every process per job is reported (workers, API, Redis, this process: fake Jenkins and submitter).
  */
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -91,36 +94,60 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
   };
 
   const processCpu = (pids: number[]) => pids.reduce((sum, pid) => sum + processCpuSeconds(pid), 0);
+  // Everything else on the 2 cores: Redis, and this process (the fake Jenkins and the submitter).
+  const redisPid = Number(/process_id:(\d+)/.exec(await redis.info('server'))?.[1]);
+  const sharedCpu = () => ({ redis: processCpuSeconds(redisPid), bench: process.cpuUsage() });
+  const sharedPerJob = (before: ReturnType<typeof sharedCpu>) => {
+    const used = process.cpuUsage(before.bench);
+    return { redisMs: ((processCpuSeconds(redisPid) - before.redis) / JOBS) * 1000, benchMs: ((used.user + used.system) / 1000 / JOBS) };
+  };
 
-  try {
-    // Baseline: bare workers, jobs added straight to their queue.
-    const bareDir = path.join(work, 'bare');
+  /**
+   * Bare workers, jobs added straight to their queue; `durable` (BARE_DURABLE=1) adds the file work
+   * ferry cannot skip (temporary name, fsync, rename, a manifest), as a reference.
+   */
+  const runBare = async (durable: boolean) => {
+    const prefix = durable ? '{bare-durable}' : '{bare}';
+    const dir = path.join(work, durable ? 'bare-durable' : 'bare');
     const bareWorkers: NodeChild[] = Array.from({ length: WORKERS }, () =>
       startNode('tests/bench/baselines/bare-worker.mjs', [], {
         REDIS_URL: redisServer.url,
-        QUEUE_PREFIX: '{bare}',
-        DOWNLOAD_DIR: bareDir,
+        QUEUE_PREFIX: prefix,
+        DOWNLOAD_DIR: dir,
         WORKER_CONCURRENCY: String(CONCURRENCY),
+        BARE_DURABLE: durable ? '1' : '0',
       }),
     );
-    const bareQueue = new Queue('downloads', { connection: redis, prefix: '{bare}' });
-    await sleep(1_000); // the workers connect and start polling
-    const bareCpuBefore = processCpu(bareWorkers.map((w) => w.pid));
-    const bareCallsBefore = await commandCalls(redis);
-    const bareStarted = Date.now();
-    await submitAll((index) => bareQueue.add('download', { job_url: builds[index], release: '6.4' }));
-    const bareSubmitSeconds = (Date.now() - bareStarted) / 1000;
-    const bare = await waitForAll('{bare}', bareWorkers.map((w) => ({ exitCode: () => w.child.exitCode, output: w.output })));
-    const bareCpu = processCpu(bareWorkers.map((w) => w.pid)) - bareCpuBefore;
-    const bareCommands = perJob(bareCallsBefore, await commandCalls(redis));
-    const bareSeconds = (bare.lastFinishedOn - bareStarted) / 1000;
-    const bareFiles = await countFiles(bareDir);
-    report.log(
-      `bare: ${bare.completed} completed, ${bare.failed} failed in ${bareSeconds.toFixed(1)} s (${(JOBS / bareSeconds).toFixed(0)} jobs/s; ` +
-        `adds took ${bareSubmitSeconds.toFixed(1)} s); ${bareFiles} files; worker CPU ${bareCpu.toFixed(1)} s`,
-    );
-    await Promise.all(bareWorkers.map((w) => w.stop()));
-    await bareQueue.close();
+    const queue = new Queue('downloads', { connection: redis, prefix });
+    try {
+      await sleep(1_000); // the workers connect and start polling
+      const cpuBefore = processCpu(bareWorkers.map((w) => w.pid));
+      const sharedBefore = sharedCpu();
+      const callsBefore = await commandCalls(redis);
+      const started = Date.now();
+      await submitAll((index) => queue.add('download', { job_url: builds[index], release: '6.4' }));
+      const submitSeconds = (Date.now() - started) / 1000;
+      const done = await waitForAll(prefix, bareWorkers.map((w) => ({ exitCode: () => w.child.exitCode, output: w.output })));
+      const cpu = processCpu(bareWorkers.map((w) => w.pid)) - cpuBefore;
+      const shared = sharedPerJob(sharedBefore);
+      const commands = perJob(callsBefore, await commandCalls(redis));
+      const seconds = (done.lastFinishedOn - started) / 1000;
+      const files = await countFiles(dir);
+      report.log(
+        `${durable ? 'bare + fsync, rename, manifest' : 'bare'}: ${done.completed} completed, ${done.failed} failed in ${seconds.toFixed(1)} s (${(JOBS / seconds).toFixed(0)} jobs/s; ` +
+          `adds took ${submitSeconds.toFixed(1)} s); ${files} files; worker CPU ${cpu.toFixed(1)} s`,
+      );
+      return { seconds, cpu, shared, commands, files, completed: done.completed };
+    } finally {
+      await Promise.all(bareWorkers.map((w) => w.stop()));
+      await queue.close();
+    }
+  };
+
+  try {
+    const bareRun = await runBare(false);
+    const { seconds: bareSeconds, cpu: bareCpu, shared: bareShared, commands: bareCommands, files: bareFiles } = bareRun;
+    const durableRun = await runBare(true);
 
     // ferry: its API and 2 worker processes with the default settings.
     const ferryDir = path.join(work, 'ferry');
@@ -132,6 +159,7 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
       const pids = workers.map((w) => w.child.pid as number);
       const apiPid = api.service.child.pid as number;
       const [ferryCpuBefore, apiCpuBefore] = [processCpu(pids), processCpuSeconds(apiPid)];
+      const ferrySharedBefore = sharedCpu();
       const ferryCallsBefore = await commandCalls(redis);
       const ferryStarted = Date.now();
       const submitter = createSubmitter(api.url, SUBMITTERS);
@@ -143,6 +171,7 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
         workers.map((w) => ({ exitCode: () => w.child.exitCode, output: w.output })),
       );
       const ferryCpu = processCpu(pids) - ferryCpuBefore;
+      const ferryShared = sharedPerJob(ferrySharedBefore);
       const ferryCommands = perJob(ferryCallsBefore, await commandCalls(redis));
       const apiCpu = processCpuSeconds(apiPid) - apiCpuBefore;
       const ferrySeconds = (ferry.lastFinishedOn - ferryStarted) / 1000;
@@ -156,9 +185,14 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
         goal: { ratioAtLeast: 0.7 },
       });
       report.figure('worker CPU per job', 'ms', (ferryCpu / JOBS) * 1000, { baseline: (bareCpu / JOBS) * 1000 });
+      report.figure('API CPU per job (submit)', 'ms', (apiCpu / JOBS) * 1000);
+      report.figure('Redis CPU per job', 'ms', ferryShared.redisMs, { baseline: bareShared.redisMs });
+      report.figure('bench process CPU per job (fake Jenkins, submitter)', 'ms', ferryShared.benchMs, { baseline: bareShared.benchMs });
       report.figure('Redis commands per job (submit to completion)', 'cmds', ferryCommands.total, { baseline: bareCommands.total });
       report.note(`Redis commands per job, ferry: ${ferryCommands.top}; bare: ${bareCommands.top}`);
-      report.figure('jobs completed', 'jobs', ferry.completed, { baseline: bare.completed, goal: { text: `= ${JOBS}`, pass: ferry.completed === JOBS } });
+      report.figure('bare workers + temporary name, fsync, rename, manifest (reference)', 'jobs/s', JOBS / durableRun.seconds, { baseline: JOBS / bareSeconds });
+      report.figure('their worker CPU per job (reference)', 'ms', (durableRun.cpu / JOBS) * 1000, { baseline: (bareCpu / JOBS) * 1000 });
+      report.figure('jobs completed', 'jobs', ferry.completed, { baseline: bareRun.completed, goal: { text: `= ${JOBS}`, pass: ferry.completed === JOBS } });
       report.figure('files written (artifacts + manifests)', 'files', ferryFiles, {
         baseline: bareFiles,
         goal: { text: `= ${JOBS * (FILES_PER_JOB + 1)}`, pass: ferryFiles === JOBS * (FILES_PER_JOB + 1) },

@@ -7,7 +7,7 @@
 // Env: REDIS_URL, QUEUE_PREFIX, DOWNLOAD_DIR, WORKER_CONCURRENCY.
 import { Buffer } from 'node:buffer';
 import { createWriteStream } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, open, rename } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import process from 'node:process';
@@ -21,6 +21,28 @@ const logger = createLogger({ service: 'bare-worker', level: 'warn' });
 const redis = createRedis(process.env.REDIS_URL ?? '', 'worker', logger, 'bare-worker');
 const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
 const downloadDir = process.env.DOWNLOAD_DIR ?? './downloads';
+// BARE_DURABLE=1: each file goes to a temporary name, is fsynced, then renamed, and a small manifest
+// is written the same way last: the file-system work ferry cannot skip, without anything else of ferry.
+const durable = process.env.BARE_DURABLE === '1';
+
+/** Writes `bytes` to `target` through `<target>.part`: open, write, fsync, close, rename. */
+async function writeDurably(target, bytes) {
+  const part = `${target}.part`;
+  const handle = await open(part, 'w');
+  try {
+    await handle.write(bytes, 0, bytes.length, 0);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await rename(part, target);
+}
+
+const readAll = async (stream) => {
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  return Buffer.concat(chunks);
+};
 
 const get = (url) =>
   new Promise((resolve, reject) => {
@@ -40,9 +62,11 @@ const worker = new Worker(
       build.artifacts.map(async ({ relativePath }) => {
         const target = path.join(dir, relativePath);
         await mkdir(path.dirname(target), { recursive: true });
-        await pipeline(await get(`${buildUrl}artifact/${relativePath}`), createWriteStream(target));
+        if (durable) await writeDurably(target, await readAll(await get(`${buildUrl}artifact/${relativePath}`)));
+        else await pipeline(await get(`${buildUrl}artifact/${relativePath}`), createWriteStream(target));
       }),
     );
+    if (durable) await writeDurably(path.join(dir, '.manifest.json'), Buffer.from(JSON.stringify({ files: build.artifacts })));
     return { files: build.artifacts.length };
   },
   { connection: redis, prefix: process.env.QUEUE_PREFIX ?? '{bare}', concurrency: Number(process.env.WORKER_CONCURRENCY ?? 2) },

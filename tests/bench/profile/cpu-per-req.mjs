@@ -21,7 +21,7 @@ const port = await freePort();
 const api = spawn(process.execPath, [main], { env: { ...process.env, NODE_ENV: 'production', REDIS_URL: `redis://127.0.0.1:${rport}`, JENKINS_URL: 'http://127.0.0.1:9/', DOWNLOAD_DIR: '/tmp/ferry-cpu-per-req', HOST: '127.0.0.1', PORT: String(port), RATE_LIMIT_PER_MINUTE: '100000000', LOG_LEVEL: 'warn' }, stdio: ['ignore', 'ignore', 'inherit'] });
 for (let t = 0; t < 100; t++) { try { if ((await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200) break; } catch { /* not up yet */ } await new Promise((r) => setTimeout(r, 100)); }
 let b = 0;
-const load = (amount) => autocannon({ url: `http://127.0.0.1:${port}`, connections: Number(process.env.CONNS ?? 50), pipelining: 1, amount, method: 'POST', headers: { 'content-type': 'application/json' },
+const load = (amount) => autocannon({ url: `http://127.0.0.1:${port}`, connections: Number(process.env.CONNS ?? 50), pipelining: 1, amount, ...(process.env.RATE ? { overallRate: Number(process.env.RATE) } : {}), method: 'POST', headers: { 'content-type': 'application/json' },
   requests: [{ setupRequest: (req) => ({ ...req, path: '/api/v1/jenkins/download', body: JSON.stringify({ job_url: `http://127.0.0.1:9/job/QA_Release_6.4/job/main-regression/${(b += 1)}/` }) }) }] });
 await load(3000);
 const c0 = cpu(api.pid); const rc0 = cpu(redis.pid);

@@ -1,0 +1,108 @@
+/**
+ * CPU per job of one worker process alone (no API, no other worker): `npx vitest run --config
+ * tests/bench/profile/vitest.config.ts`. Fills the queue with ROUNDS x JOBS small jobs (three 10 kB
+ * artifacts each, as the small-jobs scenario) before the worker starts, then reads the worker's and
+ * Redis's CPU from /proc and this process's (the fake Jenkins) until every job is done. Each round
+ * runs every contender once, alternating: WORKERS is a comma-separated list of worker entry points
+ * (default `dist/worker/main.js`; an older build copied to `.cmp/<name>/dist` compares two builds),
+ * plus the bare BullMQ worker of the bench. Loopback only; bounded by JOBS and ROUNDS.
+ */
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Queue } from 'bullmq';
+import { it } from 'vitest';
+import { createKeys } from '../../../shared/keys.js';
+import { fillQueue, ferryEnv } from '../ferry-fleet.js';
+import { median, processCpuSeconds, sleep, startNode } from '../harness.js';
+import { startScenario } from '../scenario.js';
+
+const JOBS = Number(process.env.JOBS ?? 1000);
+const ROUNDS = Number(process.env.ROUNDS ?? 3);
+const CONCURRENCY = Number(process.env.CONCURRENCY ?? 2);
+const WORKERS = (process.env.WORKERS ?? 'dist/worker/main.js').split(',').filter(Boolean);
+/** The bare worker as is, and with BARE_DURABLE=1 (BARE=plain or BARE=durable for one of them). */
+const BARE = [false, true].filter((durable) => !process.env.BARE || process.env.BARE === (durable ? 'durable' : 'plain'));
+
+
+/** TCP connections this machine opened so far (/proc/net/snmp ActiveOpens): all loopback here. */
+function tcpActiveOpens(): number {
+  const lines = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((line) => line.startsWith('Tcp:'));
+  const [names, values] = lines.map((line) => line.split(/\s+/));
+  return Number(values?.[names?.indexOf('ActiveOpens') ?? -1]);
+}
+
+it('worker CPU per job', async () => {
+  const { redisServer, redis, jenkins, stop } = await startScenario('worker-cpu', 'worker CPU per job');
+  const work = await mkdtemp(path.join(os.tmpdir(), 'ferry-worker-cpu-'));
+  const redisPid = Number(/process_id:(\d+)/.exec(await redis.info('server'))?.[1]);
+  const results = new Map<string, Array<{ worker: number; redis: number; bench: number; seconds: number; connections: number }>>();
+  let build = 0;
+  const newBuilds = () =>
+    Array.from({ length: JOBS }, () =>
+      jenkins.addBuild(['QA_Release_6.4', 'small-suite'], (build += 1), {
+        artifacts: Array.from({ length: 3 }, (_, file) => ({ relativePath: `hapy/reports/junit/suite-${file}.xml`, size: 10_000 })),
+      }),
+    );
+  /** Starts the worker, lets it boot, then fills its queue with `fill` and measures until every job is done. */
+  const measure = async (name: string, prefix: string, start: () => ReturnType<typeof startNode>, fill: () => Promise<unknown>) => {
+    const bull = `${prefix}:downloads`;
+    const worker = start();
+    await sleep(1_500);
+    const cpu0 = { worker: processCpuSeconds(worker.pid), redis: processCpuSeconds(redisPid), bench: process.cpuUsage() };
+    const opens0 = tcpActiveOpens();
+    const started = Date.now();
+    await fill();
+    for (;;) {
+      if ((await redis.zcard(`${bull}:completed`)) + (await redis.zcard(`${bull}:failed`)) >= JOBS) break;
+      if (worker.child.exitCode !== null) throw new Error(worker.output());
+      if (Date.now() - started > 300_000) throw new Error(`${name}: not done in 300 s`);
+      await sleep(20);
+    }
+    const seconds = (Date.now() - started) / 1000;
+    const bench = process.cpuUsage(cpu0.bench);
+    const row = {
+      worker: ((processCpuSeconds(worker.pid) - cpu0.worker) / JOBS) * 1000,
+      redis: ((processCpuSeconds(redisPid) - cpu0.redis) / JOBS) * 1000,
+      bench: (bench.user + bench.system) / 1000 / JOBS,
+      seconds,
+      connections: (tcpActiveOpens() - opens0) / JOBS,
+    };
+    await worker.stop();
+    const failed = await redis.zcard(`${bull}:failed`);
+    if (failed > 0) throw new Error(`${name}: ${failed} jobs failed`);
+    await redis.del(`${bull}:completed`, `${bull}:failed`);
+    (results.get(name) ?? results.set(name, []).get(name))?.push(row);
+    console.log(`${name}: worker ${row.worker.toFixed(2)} ms/job, Redis ${row.redis.toFixed(2)}, fake Jenkins ${row.bench.toFixed(2)}, ${(JOBS / seconds).toFixed(0)} jobs/s, ${row.connections.toFixed(2)} TCP connections opened per job`);
+  };
+  try {
+    for (let round = 0; round < ROUNDS; round += 1) {
+      for (const [index, main] of WORKERS.entries()) {
+        const prefix = `{w${index}}`;
+        const builds = newBuilds();
+        const env = ferryEnv(redisServer.url, jenkins.url, path.join(work, `w${index}-${round}`), { QUEUE_PREFIX: prefix, WORKER_CONCURRENCY: String(CONCURRENCY) });
+        await measure(main, createKeys(prefix).queuePrefix, () => startNode(main, [], env), () => fillQueue(redis, prefix, JOBS, (i) => builds[i] as string));
+      }
+      for (const durable of BARE) {
+        const builds = newBuilds();
+        const bare = new Queue('downloads', { connection: redis, prefix: '{bare}' });
+        const env = { REDIS_URL: redisServer.url, QUEUE_PREFIX: '{bare}', DOWNLOAD_DIR: path.join(work, `bare-${durable}-${round}`), WORKER_CONCURRENCY: String(CONCURRENCY), BARE_DURABLE: durable ? '1' : '0' };
+        await measure(
+          durable ? 'bare + fsync, rename, manifest' : 'bare',
+          '{bare}',
+          () => startNode('tests/bench/baselines/bare-worker.mjs', [], env),
+          () => bare.addBulk(builds.map((url) => ({ name: 'download', data: { job_url: url, release: '6.4' } }))),
+        );
+        await bare.close();
+      }
+    }
+    for (const [name, rows] of results) {
+      const m = (pick: (row: (typeof rows)[number]) => number) => (median(rows.map(pick)) as number).toFixed(2);
+      console.log(`median of ${rows.length}: ${name}: worker ${m((r) => r.worker)} ms/job, Redis ${m((r) => r.redis)}, fake Jenkins ${m((r) => r.bench)}`);
+    }
+  } finally {
+    await stop();
+    await rm(work, { recursive: true, force: true });
+  }
+});
