@@ -19,6 +19,13 @@ export interface WorkerRuntimeOptions {
   readonly logger: Logger;
   /** The worker's command connection (BullMQ duplicates it for its blocking reads). */
   readonly redis: Redis;
+  /**
+   * ferry's own commands (job log bursts, folder locks, cancel markers), on a connection with
+   * auto-pipelining: what one tick sends leaves in one write (a module's cancel check with its folder
+   * lock, the lock's release with the job's last log burst, and those of concurrent jobs). Kept off
+   * `redis`, whose auto-pipelines would copy BullMQ's fifty scripts each time. Default: `redis`.
+   */
+  readonly opsRedis?: Redis;
   /** Milliseconds between progress snapshots (default 500). */
   readonly progressIntervalMs?: number;
   /** Milliseconds between a batch coordinator's looks at its module jobs (default 250). */
@@ -47,9 +54,10 @@ export interface WorkerRuntime {
 /** Wires a worker process from its connection: everything but signals and process exit. */
 export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntime {
   const { config, logger, redis } = options;
+  const ops = options.opsRedis ?? redis;
   const keys = createKeys(config.queuePrefix);
   const metrics = createWorkerMetrics(redis);
-  const baseLog = createJobLog({ redis, keys, maxLines: config.maxLogLines, ttlSeconds: config.logTtlSeconds });
+  const baseLog = createJobLog({ redis: ops, keys, maxLines: config.maxLogLines, ttlSeconds: config.logTtlSeconds });
   // Every line a job publishes is counted.
   const jobLog: JobLog = {
     ...baseLog,
@@ -91,8 +99,8 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     downloadDir: config.downloadDir,
     defaultInclude: config.artifactInclude,
     transfer: config.transfer,
-    folderLock: createFolderLock(redis, keys, config.jobLockMs),
-    isCancelRequested: async (jobId) => (await redis.exists(keys.cancelRequest(jobId))) === 1,
+    folderLock: createFolderLock(ops, keys, config.jobLockMs),
+    isCancelRequested: async (jobId) => (await ops.exists(keys.cancelRequest(jobId))) === 1,
     ...(options.progressIntervalMs !== undefined ? { progressIntervalMs: options.progressIntervalMs } : {}),
     publishBullProgress: async (job, progress) => {
       await job.updateProgress(progress);
@@ -124,7 +132,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
       parallelism: config.batch.parallelism,
       attempts: config.jobAttempts,
       jobTtlSeconds: config.jobTtlSeconds,
-      isCancelRequested: async (jobId) => (await redis.exists(keys.cancelRequest(jobId))) === 1,
+      isCancelRequested: async (jobId) => (await ops.exists(keys.cancelRequest(jobId))) === 1,
       ...(options.batchPollMs !== undefined ? { pollMs: options.batchPollMs } : {}),
     }), controls),
     queue: { name: keys.batches.queueName, failedKey: keys.batches.failed },

@@ -170,13 +170,25 @@ type TryResult = DownloadedFile & { md5?: string; synced?: boolean };
 
 /**
  * Reads a small body (its Content-Length is `total`) into one buffer, counting each chunk with
- * `onChunk` as it arrives; refuses more bytes than announced, and ends at `signal`.
+ * `onChunk` as it arrives; refuses more bytes than announced, and ends at `signal`. The stall rule
+ * of the streaming path (fewer than `minSpeed` bytes per second over `seconds`) is checked once per
+ * `seconds` window by one timer, without the streaming path's AbortController and 1 s interval:
+ * for a body of a few socket reads those cost more than the read itself.
  */
-function readSmallBody(body: ArtifactResponse['body'], total: number, signal: AbortSignal, onChunk: (chunk: Buffer) => void): Promise<Buffer> {
+function readSmallBody(
+  body: ArtifactResponse['body'],
+  total: number,
+  signal: AbortSignal,
+  stall: { minSpeed: number; seconds: number },
+  onChunk: (chunk: Buffer) => void,
+): Promise<Buffer> {
   return new Promise<Buffer>((resolve, reject) => {
     const buffer = Buffer.allocUnsafe(total);
     let filled = 0;
+    let windowStart = 0;
+    let timer: NodeJS.Timeout | undefined;
     const finish = (error?: Error) => {
+      clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
       body.off('data', onData).off('end', onEnd).off('error', finish).off('close', onClose);
       if (error) {
@@ -201,10 +213,22 @@ function readSmallBody(body: ArtifactResponse['body'], total: number, signal: Ab
     };
     const onEnd = () => finish();
     const onClose = () => finish(new Error('aborted'));
+    const watch = () => {
+      timer = setTimeout(() => {
+        if (filled - windowStart < stall.minSpeed * stall.seconds) {
+          finish(new RetryableError('TRANSFER_STALLED', `transfer slower than ${stall.minSpeed} B/s for ${stall.seconds} s`));
+          return;
+        }
+        windowStart = filled;
+        watch();
+      }, stall.seconds * 1_000);
+      timer.unref();
+    };
     if (signal.aborted) {
       onAbort();
       return;
     }
+    if (stall.minSpeed > 0 && stall.seconds > 0) watch();
     signal.addEventListener('abort', onAbort, { once: true });
     body.on('data', onData).once('end', onEnd).once('error', finish).once('close', onClose);
   });
@@ -385,22 +409,17 @@ async function smallTry(job: ArtifactDownload, response: ArtifactResponse, total
   const canWrite = job.canWrite ?? (() => true);
   job.onStart(total, 0);
   job.onProgress(0);
-  const speed = watchSpeed(job.minSpeedBytes, job.stallSeconds);
   let bytes: Buffer;
   try {
-    bytes = await readSmallBody(response.body, total, AbortSignal.any([job.signal, speed.signal]), (chunk) => {
+    bytes = await readSmallBody(response.body, total, job.signal, { minSpeed: job.minSpeedBytes, seconds: job.stallSeconds }, (chunk) => {
       if (!canWrite()) throw new LeaseLostError();
       sha256.update(chunk);
       md5?.update(chunk);
-      speed.count(chunk.length);
     });
   } catch (error) {
     if (job.signal.aborted) throw job.signal.reason ?? error;
-    if (speed.signal.aborted) throw speed.signal.reason as Error;
     if (error instanceof UnrecoverableError || error instanceof RetryableError) throw error;
     throw new RetryableError('TRANSFER_INTERRUPTED', `transfer of ${displayUrl(job.url)} interrupted: ${(error as Error).message}`, { cause: error });
-  } finally {
-    speed.stop();
   }
   if (bytes.length !== total) {
     throw new RetryableError('SIZE_MISMATCH', `received ${bytes.length} bytes of ${displayUrl(job.url)} but Content-Length announced ${total}`);

@@ -164,9 +164,11 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
     });
     const log: Log = (message) => journal.line(message);
     let cancelCheckedAt = 0;
+    /** Reads the cancel markers (the job's, and its batch's) at once: one write with whatever else this tick sends. */
     const cancelRequested = async () => {
       cancelCheckedAt = Date.now();
-      return (await options.isCancelRequested(jobId)) || (batch !== undefined && (await options.isCancelRequested(batch.id)));
+      const answers = await Promise.all([options.isCancelRequested(jobId), ...(batch ? [options.isCancelRequested(batch.id)] : [])]);
+      return answers.some(Boolean);
     };
 
     // ferry's snapshot (what status and the log stream show) goes out with the log lines. The BullMQ
@@ -195,7 +197,6 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       await journal.close();
     };
 
-    if (await cancelRequested()) throw new UnrecoverableError(`${CANCELLED_PREFIX} before it started`);
     let planned: PlannedModule[] = [];
     const run = async (): Promise<JobResult> => {
       log(`Attempt ${job.attemptsStarted}: downloading ${data.job_url} for release ${data.release}`);
@@ -224,15 +225,19 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       const files: FileRecord[] = [];
       for (const [index, module] of modules.entries()) {
         const prefix = batch ? batchPrefix : `[${index + 1}/${total}]`;
-        // Pub/sub is fire-and-forget: the marker also stops a job whose worker missed the message.
-        // Not again within a second of the last look (the check before the start, for a job whose
-        // plan came quickly): the job was already listening for the message then.
-        if (Date.now() - cancelCheckedAt >= 1_000 && (await cancelRequested())) throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
+        // Pub/sub is fire-and-forget: the marker also stops a job whose worker missed the message (or
+        // whose cancel came as it was taken). Read in the same write as the folder lock's SET below,
+        // and answered inside the lock; not again within a second of the last look (the job was
+        // listening for the message since then).
+        const cancelled = index === 0 || Date.now() - cancelCheckedAt >= 1_000 ? cancelRequested() : undefined;
+        // Awaited inside the lock; a lock wait that ends first (abort) must not leave it unhandled.
+        cancelled?.catch(() => undefined);
         log(`${prefix} ${module.name}: build #${module.build}, ${module.files.length} artifact(s)`);
         // One writer per folder: overlapping build maps or a second submit wait for the first.
         await folderLock.withLock(module.relativeDir, jobId, signal, (holder) => {
           log(`${prefix} ${module.name}: waiting for job ${holder}, which is writing ${module.relativeDir}`);
         }, async () => {
+          if (cancelled && (await cancelled)) throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
           const existing = data.skip_existing
             ? await readVerifiedManifest(module.dir, module.files.map((file) => file.relativePath))
             : null;

@@ -49,9 +49,10 @@ export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOpti
     work().catch((error: unknown) => logger.error(`could not record ${what}`, { job_id: job?.id, error }));
   };
 
-  worker.on('active', (job) => logger.info('job started', { job_id: job.id, attempt: job.attemptsStarted }));
+  // One info line per job, at its end (with its attempt and run time); the start is a debug line.
+  worker.on('active', (job) => logger.debug('job started', { job_id: job.id, attempt: job.attemptsStarted }));
   worker.on('completed', (job) => {
-    logger.info('job completed', { job_id: job.id });
+    logger.info('job completed', { job_id: job.id, attempt: job.attemptsStarted, duration_ms: (job.finishedOn ?? Date.now()) - (job.processedOn ?? Date.now()) });
     safely('completion', job, () => jobLog.end(job.id as string, 'completed', null));
   });
   worker.on('failed', (job, error) => {

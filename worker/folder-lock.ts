@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Keys } from '../shared/keys.js';
+import { defineScript } from '../shared/redis-script.js';
 
 export interface FolderLock {
   /**
@@ -12,8 +13,8 @@ export interface FolderLock {
 }
 
 /** Deletes or extends the lock only while this job still holds it. */
-const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
-const EXTEND = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`;
+const RELEASE = defineScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`);
+const EXTEND = defineScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`);
 
 export function createFolderLock(redis: Redis, keys: Keys, ttlMs: number, pollMs = 500): FolderLock {
   const sleep = (ms: number, signal: AbortSignal) =>
@@ -44,13 +45,16 @@ export function createFolderLock(redis: Redis, keys: Keys, ttlMs: number, pollMs
         await sleep(pollMs, signal);
       }
       const renew = setInterval(() => {
-        redis.eval(EXTEND, 1, key, jobId, String(ttlMs)).catch(() => undefined);
+        EXTEND(redis, [key], [jobId, ttlMs]).catch(() => undefined);
       }, Math.max(100, Math.floor(ttlMs / 3)));
       try {
         return await work();
       } finally {
         clearInterval(renew);
-        await redis.eval(RELEASE, 1, key, jobId).catch(() => undefined);
+        // Not awaited: it leaves with the job's next commands (its last log burst) in one write on an
+        // auto-pipelined connection, and lands before the job's outcome, which waits for that burst.
+        // Lost, the lock runs out after ttlMs (and only this job's id can release it).
+        void RELEASE(redis, [key], [jobId]).catch(() => undefined);
       }
     },
   };

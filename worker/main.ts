@@ -24,7 +24,13 @@ async function main(): Promise<void> {
     await redis.quit().catch(() => redis.disconnect());
   });
 
-  const worker = createWorkerRuntime({ config, logger, redis });
+  // ferry's own commands, auto-pipelined (WorkerRuntimeOptions.opsRedis).
+  const opsRedis = createRedis(config.redis, 'worker', logger, 'worker-ops', { autoPipelining: true });
+  shutdown.add('redis (ferry commands)', async () => {
+    await opsRedis.quit().catch(() => opsRedis.disconnect());
+  });
+
+  const worker = createWorkerRuntime({ config, logger, redis, opsRedis });
   // Registered after Redis, so it runs first: stop taking jobs and let running ones finish.
   shutdown.add('worker', () => worker.close());
 

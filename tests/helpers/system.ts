@@ -50,7 +50,7 @@ export async function startSystem(jenkinsUrl: string, extra: Record<string, stri
   const server: Server = api.app.listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const { port } = server.address() as AddressInfo;
-  const workers: Array<{ worker: WorkerRuntime; redis: Redis }> = [];
+  const workers: Array<{ worker: WorkerRuntime; redis: Redis; opsRedis: Redis }> = [];
 
   return {
     config,
@@ -60,15 +60,17 @@ export async function startSystem(jenkinsUrl: string, extra: Record<string, stri
     downloadDir,
     async startWorker() {
       const workerRedis = createRedis(config.redisUrl, 'worker', logger, 'test-worker');
-      const worker = createWorkerRuntime({ config, logger, redis: workerRedis, progressIntervalMs: 50, retryBaseDelayMs: 50, batchPollMs: 50 });
+      const opsRedis = createRedis(config.redisUrl, 'worker', logger, 'test-worker-ops', { autoPipelining: true });
+      const worker = createWorkerRuntime({ config, logger, redis: workerRedis, opsRedis, progressIntervalMs: 50, retryBaseDelayMs: 50, batchPollMs: 50 });
       void worker.run();
-      workers.push({ worker, redis: workerRedis });
+      workers.push({ worker, redis: workerRedis, opsRedis });
       return worker;
     },
     async stop() {
-      for (const { worker, redis: workerRedis } of workers.splice(0).reverse()) {
+      for (const { worker, redis: workerRedis, opsRedis } of workers.splice(0).reverse()) {
         await worker.close();
         workerRedis.disconnect();
+        opsRedis.disconnect();
       }
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
