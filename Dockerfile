@@ -8,7 +8,8 @@
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 
-# ---- build: install all deps (incl. TypeScript) and compile to dist/ ----
+# ---- build: install all deps (incl. TypeScript, esbuild) and compile to dist/;
+#      the API's and the worker's entry points are bundled (bundle.mjs) ----
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 
@@ -16,7 +17,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 
-COPY tsconfig.json tsconfig.build.json ./
+COPY tsconfig.json tsconfig.build.json bundle.mjs ./
 COPY api ./api
 COPY worker ./worker
 COPY shared ./shared
