@@ -1,4 +1,4 @@
-// node tests/bench/profile/cpu-per-req.mjs <api main.js> [N]: CPU µs per submit of an API process
+// node tests/bench/profile/cpu-per-req.mjs <api main.js> [N]: CPU µs per submit (STATUS=1: per status read) of an API process
 import process from 'node:process';
 /* global console, setTimeout, fetch, URL */
 // (ferry's dist/api/main.js, or tests/bench/baselines/bare-api.mjs) and of its own redis-server,
@@ -24,8 +24,16 @@ let b = 0;
 const load = (amount) => autocannon({ url: `http://127.0.0.1:${port}`, connections: Number(process.env.CONNS ?? 50), pipelining: 1, amount, ...(process.env.RATE ? { overallRate: Number(process.env.RATE) } : {}), method: 'POST', headers: { 'content-type': 'application/json' },
   requests: [{ setupRequest: (req) => ({ ...req, path: '/api/v1/jenkins/download', body: JSON.stringify({ job_url: `http://127.0.0.1:9/job/QA_Release_6.4/job/main-regression/${(b += 1)}/` }) }) }] });
 await load(3000);
+// STATUS=1: GET .../status of one job (submitted just now) instead of submits.
+let measured = load;
+if (process.env.STATUS === '1') {
+  const submitted = await fetch(`http://127.0.0.1:${port}/api/v1/jenkins/download`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ job_url: 'http://127.0.0.1:9/job/QA_Release_6.4/job/main-regression/999999/' }) });
+  const { status_url: statusUrl } = await submitted.json();
+  measured = (amount) => autocannon({ url: `http://127.0.0.1:${port}${statusUrl}`, connections: Number(process.env.CONNS ?? 50), pipelining: 1, amount, ...(process.env.RATE ? { overallRate: Number(process.env.RATE) } : {}) });
+  await measured(3000);
+}
 const c0 = cpu(api.pid); const rc0 = cpu(redis.pid);
-const res = await load(N);
+const res = await measured(N);
 const c1 = cpu(api.pid); const rc1 = cpu(redis.pid);
 console.log(`${main}: ${res['2xx']} ok, ${res.non2xx} non2xx, ${Math.round(res.requests.average)} req/s; API CPU ${((c1 - c0) / N).toFixed(0)} µs/req; Redis CPU ${((rc1 - rc0) / N).toFixed(0)} µs/req`);
 api.kill('SIGTERM'); redis.kill('SIGTERM');

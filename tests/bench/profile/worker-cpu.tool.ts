@@ -15,7 +15,7 @@ import { Queue } from 'bullmq';
 import { it } from 'vitest';
 import { createKeys } from '../../../shared/keys.js';
 import { fillQueue, ferryEnv } from '../ferry-fleet.js';
-import { median, processCpuSeconds, sleep, startNode } from '../harness.js';
+import { median, processCpuSeconds, ROOT, sleep, startNode } from '../harness.js';
 import { startScenario } from '../scenario.js';
 
 const JOBS = Number(process.env.JOBS ?? 1000);
@@ -87,7 +87,15 @@ it('worker CPU per job', async () => {
       for (const durable of BARE) {
         const builds = newBuilds();
         const bare = new Queue('downloads', { connection: redis, prefix: '{bare}' });
-        const env = { REDIS_URL: redisServer.url, QUEUE_PREFIX: '{bare}', DOWNLOAD_DIR: path.join(work, `bare-${durable}-${round}`), WORKER_CONCURRENCY: String(CONCURRENCY), BARE_DURABLE: durable ? '1' : '0' };
+        const env = {
+          REDIS_URL: redisServer.url,
+          QUEUE_PREFIX: '{bare}',
+          DOWNLOAD_DIR: path.join(work, `bare-${durable}-${round}`),
+          WORKER_CONCURRENCY: String(CONCURRENCY),
+          BARE_DURABLE: durable ? '1' : '0',
+          // Profiled like ferry's workers when BENCH_CPU_PROF is set.
+          ...(process.env.BENCH_CPU_PROF ? { NODE_OPTIONS: `--import=${ROOT}tests/bench/cpu-profile.mjs` } : {}),
+        };
         await measure(
           durable ? 'bare + fsync, rename, manifest' : 'bare',
           '{bare}',
