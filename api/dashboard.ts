@@ -33,14 +33,16 @@ export function createDashboardRouter(queues: Queue[], options: DashboardOptions
   let board: Promise<Router> | undefined;
   return (req, res, next) => {
     board ??= load();
-    board.then(
-      (router) => router(req, res, next),
-      (error: unknown) => {
-        // Not remembered: the next request tries again.
-        board = undefined;
-        next(error);
-      },
-    );
+    board
+      .then(
+        (router) => router(req, res, next),
+        (error: unknown) => {
+          // Not remembered: the next request tries again.
+          board = undefined;
+          throw error;
+        },
+      )
+      .catch(next);
   };
 }
 

@@ -110,6 +110,8 @@ export function createRedis(target: string | RedisTarget, role: RedisRole, logge
       },
       // The API fails fast while the cluster is unreachable, as with one server.
       enableOfflineQueue: role !== 'api',
+      // A Cluster client reads this option of its own, not its nodes' (redisOptions).
+      enableAutoPipelining: options.enableAutoPipelining ?? false,
       clusterRetryStrategy: retryStrategy,
       // TLS certificates name the host the seed was given as; keep it rather than the resolved IP.
       ...(tls ? { dnsLookup: (address: string, callback: (error: null, address: string) => void) => callback(null, address) } : {}),

@@ -165,6 +165,8 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
       } finally {
         clearTimeout(grace);
       }
+      // The last jobs' end records, still on their way to Redis.
+      await Promise.all([batches.recorded(), downloads.recorded()]);
       await downloadQueue.close();
     },
   };

@@ -168,6 +168,9 @@ interface TransferState {
 /** What a try returns: the file's size and hashes, and whether the `.part` is already fsynced. */
 type TryResult = DownloadedFile & { md5?: string; synced?: boolean };
 
+/** The longest delay setTimeout keeps (a longer one fires at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /**
  * Reads a small body (its Content-Length is `total`) into one buffer, counting each chunk with
  * `onChunk` as it arrives; refuses more bytes than announced, and ends at `signal`. The stall rule
@@ -221,7 +224,7 @@ function readSmallBody(
         }
         windowStart = filled;
         watch();
-      }, stall.seconds * 1_000);
+      }, Math.min(stall.seconds * 1_000, MAX_TIMER_MS));
       timer.unref();
     };
     if (signal.aborted) {

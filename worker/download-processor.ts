@@ -203,6 +203,14 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       if (job.stalledCounter > 0) {
         log(`Resumed after a stall (${job.stalledCounter} so far): the worker that ran it stopped renewing its lock; partial files are kept`);
       }
+      // Pub/sub is fire-and-forget: the marker also stops a job whose worker missed the message (or
+      // that was taken just as its cancel came). Read while the build is planned, answered before
+      // anything is written, and before a failed plan is reported as the job's failure.
+      const cancelledEarly = cancelRequested();
+      cancelledEarly.catch(() => undefined);
+      const stopIfCancelled = async () => {
+        if (await cancelledEarly) throw new UnrecoverableError(`${CANCELLED_PREFIX} before it started`);
+      };
       let modules: PlannedModule[];
       try {
         modules = await planBuild(jenkins, {
@@ -215,8 +223,10 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
           moduleName: data.module,
         });
       } catch (error) {
+        await stopIfCancelled();
         throw withContext('Planning failed', error);
       }
+      await stopIfCancelled();
       const total = modules.length;
       progress.update({ modules_total: total, files_total: modules.reduce((sum, m) => sum + m.files.length, 0) }, 'set');
       journal.progress(progress.current);
@@ -225,19 +235,14 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       const files: FileRecord[] = [];
       for (const [index, module] of modules.entries()) {
         const prefix = batch ? batchPrefix : `[${index + 1}/${total}]`;
-        // Pub/sub is fire-and-forget: the marker also stops a job whose worker missed the message (or
-        // whose cancel came as it was taken). Read in the same write as the folder lock's SET below,
-        // and answered inside the lock; not again within a second of the last look (the job was
-        // listening for the message since then).
-        const cancelled = index === 0 || Date.now() - cancelCheckedAt >= 1_000 ? cancelRequested() : undefined;
-        // Awaited inside the lock; a lock wait that ends first (abort) must not leave it unhandled.
-        cancelled?.catch(() => undefined);
+        // The marker again before each next module; not within a second of the last look (the job
+        // was listening for the message since then).
+        if (index > 0 && Date.now() - cancelCheckedAt >= 1_000 && (await cancelRequested())) throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
         log(`${prefix} ${module.name}: build #${module.build}, ${module.files.length} artifact(s)`);
         // One writer per folder: overlapping build maps or a second submit wait for the first.
         await folderLock.withLock(module.relativeDir, jobId, signal, (holder) => {
           log(`${prefix} ${module.name}: waiting for job ${holder}, which is writing ${module.relativeDir}`);
         }, async () => {
-          if (cancelled && (await cancelled)) throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
           const existing = data.skip_existing
             ? await readVerifiedManifest(module.dir, module.files.map((file) => file.relativePath))
             : null;

@@ -30,7 +30,13 @@ export interface DownloadWorkerOptions<Data> {
  * A BullMQ worker that runs download jobs and writes the end of each job's log once BullMQ has
  * recorded the outcome, so a reader that sees the end entry also sees the final status.
  */
-export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOptions<Data>): Worker<Data, JobResult> {
+/** A BullMQ worker, and a way to wait for what its event handlers still write to Redis. */
+export type DownloadWorker<Data> = Worker<Data, JobResult> & {
+  /** Resolves once the job outcomes heard so far are recorded in the job logs (after close(), before Redis goes). */
+  recorded(): Promise<void>;
+};
+
+export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOptions<Data>): DownloadWorker<Data> {
   const { redis, keys, jobLog, logger } = options;
   const queue = options.queue ?? { name: keys.queueName, failedKey: keys.bullFailed };
   const worker = new Worker<Data, JobResult>(queue.name, options.processor, {
@@ -45,8 +51,12 @@ export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOpti
     autorun: false,
   });
 
+  /** What the handlers below are still writing (a job log's end record): waited for by `recorded()`. */
+  const recording = new Set<Promise<unknown>>();
   const safely = (what: string, job: Job | undefined, work: () => Promise<unknown>) => {
-    work().catch((error: unknown) => logger.error(`could not record ${what}`, { job_id: job?.id, error }));
+    const pending = work().catch((error: unknown) => logger.error(`could not record ${what}`, { job_id: job?.id, error }));
+    recording.add(pending);
+    void pending.finally(() => recording.delete(pending));
   };
 
   // One info line per job, at its end (with its attempt and run time); the start is a debug line.
@@ -100,5 +110,9 @@ export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOpti
   });
   void subscriber.subscribe(keys.cancelChannel).catch((error: unknown) => logger.error('could not subscribe to cancels', { error }));
   worker.on('closed', () => subscriber.disconnect());
-  return worker;
+  return Object.assign(worker, {
+    async recorded() {
+      while (recording.size > 0) await Promise.allSettled([...recording]);
+    },
+  });
 }

@@ -19,6 +19,11 @@ const EXTEND = defineScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then retur
 export function createFolderLock(redis: Redis, keys: Keys, ttlMs: number, pollMs = 500): FolderLock {
   const sleep = (ms: number, signal: AbortSignal) =>
     new Promise<void>((resolve, reject) => {
+      // An abort that came while a command was in flight has already fired its event.
+      if (signal.aborted) {
+        reject(signal.reason);
+        return;
+      }
       const onAbort = () => {
         clearTimeout(timer);
         reject(signal.reason);
@@ -35,6 +40,7 @@ export function createFolderLock(redis: Redis, keys: Keys, ttlMs: number, pollMs
       const key = keys.folderLock(relativeDir);
       let told = false;
       for (;;) {
+        signal.throwIfAborted();
         if ((await redis.set(key, jobId, 'PX', ttlMs, 'NX')) === 'OK') break;
         const holder = await redis.get(key);
         if (holder === jobId) break;

@@ -27,6 +27,9 @@ async function main(): Promise<void> {
   // ferry's own commands, auto-pipelined (WorkerRuntimeOptions.opsRedis).
   const opsRedis = createRedis(config.redis, 'worker', logger, 'worker-ops', { autoPipelining: true });
   shutdown.add('redis (ferry commands)', async () => {
+    // A round trip first: commands still queued for the next auto-pipeline (a folder lock's release
+    // is not awaited) go out before QUIT, which may overtake them.
+    await opsRedis.ping().catch(() => undefined);
     await opsRedis.quit().catch(() => opsRedis.disconnect());
   });
 

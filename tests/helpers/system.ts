@@ -70,6 +70,8 @@ export async function startSystem(jenkinsUrl: string, extra: Record<string, stri
       for (const { worker, redis: workerRedis, opsRedis } of workers.splice(0).reverse()) {
         await worker.close();
         workerRedis.disconnect();
+        // As the worker's main.ts: what is queued (a lock's release) goes out first.
+        await opsRedis.ping().catch(() => undefined);
         opsRedis.disconnect();
       }
       server.closeAllConnections();

@@ -1,6 +1,7 @@
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createKeys } from '../../shared/keys.js';
 import { startFakeJenkins, type FakeJenkins } from '../helpers/fake-jenkins.js';
 import { startScript, type ChildService } from '../helpers/processes.js';
 import { openSse, type SseReader } from '../helpers/sse-client.js';
@@ -132,5 +133,25 @@ describe('cancel (API in this process, the worker in a child process)', () => {
     expect((await getJson(`${base()}/${pending}/status`)).status).toBe(404);
     expect((await cancel(blocker)).status).toBe(200);
     jenkins.setFault('big.bin', undefined);
+  });
+
+  it('a worker that missed the cancel message still stops the job at its marker, even when its plan fails', async () => {
+    jenkins.setFault('big.bin', { kind: 'trickle', bytesPerSecond: 50_000 });
+    const blocker = await submit({ job_url: slowUrl, release: 'marker-blocker' });
+    await waitFor(async () => (await status(blocker)).status === 'running', 'the blocker running', 20_000);
+    // Behind the blocker: one build that plans, one Jenkins answers 404 for. Their markers are set
+    // without the pub/sub message, as for a worker that took a job just as its cancel came.
+    const plannable = await submit({ job_url: quickUrl, release: 'marker' });
+    const unplannable = await submit({ job_url: quickUrl.replace('/quick-run/7/', '/missing-run/9/'), release: 'marker' });
+    const keys = createKeys(system.config.queuePrefix);
+    await system.redis.set(keys.cancelRequest(plannable), '1', 'EX', 600);
+    await system.redis.set(keys.cancelRequest(unplannable), '1', 'EX', 600);
+    expect((await cancel(blocker)).status).toBe(200);
+    jenkins.setFault('big.bin', undefined);
+    for (const id of [plannable, unplannable]) {
+      await waitFor(async () => ['cancelled', 'failed', 'completed'].includes((await status(id)).status as string), `job ${id} ended`, 20_000);
+      expect((await status(id)).status).toBe('cancelled');
+    }
+    expect((await listFiles(system.downloadDir)).filter((file) => file.startsWith('marker/'))).toEqual([]);
   });
 });
