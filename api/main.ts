@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { loadConfig, loadDotEnv } from '../shared/config.js';
 import { ConfigError } from '../shared/errors.js';
 import { createLogger, type Logger } from '../shared/logger.js';
-import { checkMaxmemoryPolicy, createRedis, describeRedisTarget, waitForRedis } from '../shared/redis.js';
+import { checkMaxmemoryPolicy, closeRedis, createRedis, describeRedisTarget, waitForRedis } from '../shared/redis.js';
 import { createShutdown } from '../shared/shutdown.js';
 import { checkAuthSetup } from './auth.js';
 import { createApi } from './create-api.js';
@@ -62,7 +62,7 @@ async function main(): Promise<void> {
   const blockingRedis = createRedis(config.redis, 'worker', logger, 'api-log-tail');
   // Cleanups run last-in-first-out: HTTP first, then the queue and log tail, Redis last.
   shutdown.add('redis', async () => {
-    await Promise.all([redis, queueRedis, blockingRedis].map((connection) => connection.quit().catch(() => connection.disconnect())));
+    await Promise.all([redis, queueRedis, blockingRedis].map(closeRedis));
   });
   // Now, and after every reconnect: warns when Redis could evict (lose) jobs.
   void checkMaxmemoryPolicy(redis, logger);

@@ -156,6 +156,16 @@ export function createRedis(target: string | RedisTarget, role: RedisRole, logge
 }
 
 /** Resolves once the connection is ready, or rejects after `timeoutMs`. */
+/**
+ * Closes a connection with QUIT (a disconnect when that fails). QUIT does not wait for commands
+ * still queued for the next auto-pipeline (such as a folder lock's release nobody awaits) and may
+ * overtake them: an auto-pipelined connection makes one round trip through its pipeline first.
+ */
+export async function closeRedis(connection: Redis): Promise<void> {
+  if (connection.options.enableAutoPipelining && connection.status === 'ready') await connection.ping().catch(() => undefined);
+  await connection.quit().catch(() => connection.disconnect());
+}
+
 export async function waitForRedis(redis: Redis, timeoutMs: number): Promise<void> {
   if (redis.status === 'ready') return;
   await new Promise<void>((resolve, reject) => {

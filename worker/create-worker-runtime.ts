@@ -21,8 +21,8 @@ export interface WorkerRuntimeOptions {
   readonly redis: Redis;
   /**
    * ferry's own commands (job log bursts, folder locks, cancel markers), on a connection with
-   * auto-pipelining: what one tick sends leaves in one write (a module's cancel check with its folder
-   * lock, the lock's release with the job's last log burst, and those of concurrent jobs). Kept off
+   * auto-pipelining: what one tick sends leaves in one write (a folder lock's release with the job's
+   * last log burst, and the commands of concurrent jobs). Kept off
    * `redis`, whose auto-pipelines would copy BullMQ's fifty scripts each time. Default: `redis`.
    */
   readonly opsRedis?: Redis;
@@ -56,6 +56,8 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
   const { config, logger, redis } = options;
   const ops = options.opsRedis ?? redis;
   const keys = createKeys(config.queuePrefix);
+  /** Whether a cancel marker is set for a job (or batch): for a worker that missed the pub/sub message. */
+  const isCancelRequested = async (jobId: string) => (await ops.exists(keys.cancelRequest(jobId))) === 1;
   const metrics = createWorkerMetrics(redis);
   const baseLog = createJobLog({ redis: ops, keys, maxLines: config.maxLogLines, ttlSeconds: config.logTtlSeconds });
   // Every line a job publishes is counted.
@@ -100,7 +102,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     defaultInclude: config.artifactInclude,
     transfer: config.transfer,
     folderLock: createFolderLock(ops, keys, config.jobLockMs),
-    isCancelRequested: async (jobId) => (await ops.exists(keys.cancelRequest(jobId))) === 1,
+    isCancelRequested,
     ...(options.progressIntervalMs !== undefined ? { progressIntervalMs: options.progressIntervalMs } : {}),
     publishBullProgress: async (job, progress) => {
       await job.updateProgress(progress);
@@ -132,7 +134,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
       parallelism: config.batch.parallelism,
       attempts: config.jobAttempts,
       jobTtlSeconds: config.jobTtlSeconds,
-      isCancelRequested: async (jobId) => (await ops.exists(keys.cancelRequest(jobId))) === 1,
+      isCancelRequested,
       ...(options.batchPollMs !== undefined ? { pollMs: options.batchPollMs } : {}),
     }), controls),
     queue: { name: keys.batches.queueName, failedKey: keys.batches.failed },

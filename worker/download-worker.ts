@@ -26,15 +26,16 @@ export interface DownloadWorkerOptions<Data> {
   readonly leases: LeaseTracker;
 }
 
-/**
- * A BullMQ worker that runs download jobs and writes the end of each job's log once BullMQ has
- * recorded the outcome, so a reader that sees the end entry also sees the final status.
- */
 /** A BullMQ worker, and a way to wait for what its event handlers still write to Redis. */
 export type DownloadWorker<Data> = Worker<Data, JobResult> & {
   /** Resolves once the job outcomes heard so far are recorded in the job logs (after close(), before Redis goes). */
   recorded(): Promise<void>;
 };
+
+/**
+ * A BullMQ worker that runs download jobs and writes the end of each job's log once BullMQ has
+ * recorded the outcome, so a reader that sees the end entry also sees the final status.
+ */
 
 export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOptions<Data>): DownloadWorker<Data> {
   const { redis, keys, jobLog, logger } = options;

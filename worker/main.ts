@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { loadConfig, loadDotEnv } from '../shared/config.js';
 import { ConfigError } from '../shared/errors.js';
 import { createLogger } from '../shared/logger.js';
-import { checkMaxmemoryPolicy, createRedis } from '../shared/redis.js';
+import { checkMaxmemoryPolicy, closeRedis, createRedis } from '../shared/redis.js';
 import { createShutdown } from '../shared/shutdown.js';
 import { createWorkerRuntime } from './create-worker-runtime.js';
 import { serveWorkerMetrics } from './metrics.js';
@@ -20,18 +20,11 @@ async function main(): Promise<void> {
   const redis = createRedis(config.redis, 'worker', logger, 'worker');
   // An evicted key is a lost job: warn loudly unless Redis runs with noeviction.
   void checkMaxmemoryPolicy(redis, logger);
-  shutdown.add('redis', async () => {
-    await redis.quit().catch(() => redis.disconnect());
-  });
+  shutdown.add('redis', () => closeRedis(redis));
 
   // ferry's own commands, auto-pipelined (WorkerRuntimeOptions.opsRedis).
   const opsRedis = createRedis(config.redis, 'worker', logger, 'worker-ops', { autoPipelining: true });
-  shutdown.add('redis (ferry commands)', async () => {
-    // A round trip first: commands still queued for the next auto-pipeline (a folder lock's release
-    // is not awaited) go out before QUIT, which may overtake them.
-    await opsRedis.ping().catch(() => undefined);
-    await opsRedis.quit().catch(() => opsRedis.disconnect());
-  });
+  shutdown.add('redis (ferry commands)', () => closeRedis(opsRedis));
 
   const worker = createWorkerRuntime({ config, logger, redis, opsRedis });
   // Registered after Redis, so it runs first: stop taking jobs and let running ones finish.

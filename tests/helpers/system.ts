@@ -9,7 +9,7 @@ import { inject } from 'vitest';
 import { createApi, type Api } from '../../api/create-api.js';
 import { loadConfig, type Config } from '../../shared/config.js';
 import { createLogger } from '../../shared/logger.js';
-import { createRedis, waitForRedis } from '../../shared/redis.js';
+import { closeRedis, createRedis, waitForRedis } from '../../shared/redis.js';
 import { createWorkerRuntime, type WorkerRuntime } from '../../worker/create-worker-runtime.js';
 
 export interface TestSystem {
@@ -70,9 +70,7 @@ export async function startSystem(jenkinsUrl: string, extra: Record<string, stri
       for (const { worker, redis: workerRedis, opsRedis } of workers.splice(0).reverse()) {
         await worker.close();
         workerRedis.disconnect();
-        // As the worker's main.ts: what is queued (a lock's release) goes out first.
-        await opsRedis.ping().catch(() => undefined);
-        opsRedis.disconnect();
+        await closeRedis(opsRedis);
       }
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
