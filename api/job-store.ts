@@ -1,6 +1,5 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { v7 as uuidv7 } from 'uuid';
 import { z } from 'zod';
 import { ConflictError, NotFoundError, RedisUnavailableError } from '../shared/errors.js';
 import {
@@ -21,6 +20,7 @@ import {
   type JobStatus,
   type Progress,
 } from '../shared/job-contract.js';
+import { newJobId } from '../shared/job-id.js';
 import type { JobLog } from '../shared/job-log.js';
 import { parseProgress } from '../shared/job-progress.js';
 import type { Keys } from '../shared/keys.js';
@@ -306,7 +306,7 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       // processes) exactly one enqueues; the others answer with its job. Whether the pointed job
       // still holds the key is decided by its status, derived as GET .../status derives it.
       const pointerKey = keys.dedup(dedupFingerprint(request));
-      const jobId = uuidv7();
+      const jobId = newJobId();
       const claim = formatPointer('claimed', jobId);
       const deadline = Date.now() + dedup.settleMs;
       const claimKey = (replacing?: string, budget?: RateBudget) =>
@@ -346,7 +346,7 @@ export function createJobStore(options: JobStoreOptions): JobStore {
     get,
 
     async submitBatch(builds, submitOptions = {}) {
-      const jobId = uuidv7();
+      const jobId = newJobId();
       const data: BatchData = {
         kind: 'batch',
         builds,
