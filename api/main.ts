@@ -7,6 +7,7 @@ import { checkMaxmemoryPolicy, closeRedis, createRedis, describeRedisTarget, wai
 import { createShutdown } from '../shared/shutdown.js';
 import { checkAuthSetup } from './auth.js';
 import { createApi } from './create-api.js';
+import { createHttpServer } from './http-server.js';
 import { DASHBOARD_PATH } from './dashboard.js';
 import type { Drain } from './drain.js';
 
@@ -72,10 +73,11 @@ async function main(): Promise<void> {
   const api = createApi({ config, logger, redis, queueRedis, blockingRedis });
   shutdown.add('queue and log tail', () => api.close());
 
-  const server = api.app.listen(config.port, config.host);
+  const server = createHttpServer(api.app);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
+    server.listen(config.port, config.host);
   });
   // Leave a second of SHUTDOWN_TIMEOUT_MS to the queue and Redis steps after the HTTP one.
   const httpBudgetMs = Math.max(config.shutdownTimeoutMs - 1_000, Math.floor(config.shutdownTimeoutMs / 2));

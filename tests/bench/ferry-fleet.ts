@@ -21,7 +21,8 @@ import { ROOT, startNode, waitFor200, type NodeChild } from './harness.js';
  * With BENCH_CPU_PROF=<dir>, every ferry process writes a V8 CPU profile there when it exits.
  */
 export function ferryEnv(redisUrl: string, jenkinsUrl: string, downloadDir: string, extra: Record<string, string> = {}): Record<string, string> {
-  const profile: Record<string, string> = process.env.BENCH_CPU_PROF ? { NODE_OPTIONS: `--import=${ROOT}tests/bench/cpu-profile.mjs` } : {};
+  const nodeOptions = [process.env.BENCH_FERRY_NODE_OPTIONS, process.env.BENCH_CPU_PROF ? `--import=${ROOT}tests/bench/cpu-profile.mjs` : undefined].filter(Boolean).join(' ');
+  const profile: Record<string, string> = nodeOptions ? { NODE_OPTIONS: nodeOptions } : {};
   return {
     REDIS_URL: redisUrl,
     JENKINS_URL: jenkinsUrl,
@@ -48,10 +49,18 @@ export async function startFerryApi(env: Record<string, string>): Promise<Runnin
   return { url, service };
 }
 
-/** Starts the bench's bare Express + queue.add process (tests/bench/baselines/bare-api.mjs). */
-export async function startBareApi(redisUrl: string, prefix = '{bare}'): Promise<{ url: string; process: NodeChild }> {
+/**
+ * Starts the bench's bare Express + queue.add process (tests/bench/baselines/bare-api.mjs);
+ * `bornPrototypes`: on ferry's createHttpServer instead of app.listen (a reference, not the baseline).
+ */
+export async function startBareApi(redisUrl: string, prefix = '{bare}', bornPrototypes = false): Promise<{ url: string; process: NodeChild }> {
   const port = await freePort();
-  const child = startNode('tests/bench/baselines/bare-api.mjs', [], { REDIS_URL: redisUrl, PORT: String(port), QUEUE_PREFIX: prefix });
+  const child = startNode('tests/bench/baselines/bare-api.mjs', [], {
+    REDIS_URL: redisUrl,
+    PORT: String(port),
+    QUEUE_PREFIX: prefix,
+    ...(bornPrototypes ? { BARE_BORN_PROTOTYPES: '1' } : {}),
+  });
   const url = `http://127.0.0.1:${port}`;
   await waitFor200(`${url}/readyz`, child);
   return { url, process: child };

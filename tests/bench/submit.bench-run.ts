@@ -24,6 +24,9 @@ it('submit: ferry API vs a bare queue.add endpoint at 50 connections', async () 
   );
   const ferry = await startFerryApi(ferryEnv(redisServer.url, jenkins.url, '/tmp/ferry-bench-unused'));
   const bare = await startBareApi(redisServer.url);
+  // Reference only: the bare endpoint on ferry's HTTP server (api/http-server.ts), to show how much
+  // of ferry's figure that server alone gives any Express app.
+  const bareBorn = await startBareApi(redisServer.url, '{bare-born}', true);
   try {
     let build = 0;
     const load = (origin: string, seconds: number) =>
@@ -37,7 +40,8 @@ it('submit: ferry API vs a bare queue.add endpoint at 50 connections', async () 
       });
     await load(bare.url, WARMUP_SECONDS);
     await load(ferry.url, WARMUP_SECONDS);
-    const runs: { ferry: LoadResult[]; bare: LoadResult[] } = { ferry: [], bare: [] };
+    await load(bareBorn.url, WARMUP_SECONDS);
+    const runs: { ferry: LoadResult[]; bare: LoadResult[]; bareBorn: LoadResult[] } = { ferry: [], bare: [], bareBorn: [] };
     for (let round = 1; round <= ROUNDS; round += 1) {
       const baseline = await load(bare.url, SECONDS);
       report.log(`round ${round} bare:  ${describeLoad(baseline)}`);
@@ -45,6 +49,9 @@ it('submit: ferry API vs a bare queue.add endpoint at 50 connections', async () 
       const measured = await load(ferry.url, SECONDS);
       report.log(`round ${round} ferry: ${describeLoad(measured)}`);
       runs.ferry.push(measured);
+      const reference = await load(bareBorn.url, SECONDS);
+      report.log(`round ${round} bare on ferry's HTTP server: ${describeLoad(reference)}`);
+      runs.bareBorn.push(reference);
     }
     const mid = (results: LoadResult[], pick: (r: LoadResult) => number) => median(results.map(pick));
     report.figure('submit throughput (202 answers)', 'req/s', mid(runs.ferry, (r) => r.rps), {
@@ -53,12 +60,14 @@ it('submit: ferry API vs a bare queue.add endpoint at 50 connections', async () 
     });
     report.figure('submit latency p50', 'ms', mid(runs.ferry, (r) => r.p50), { baseline: mid(runs.bare, (r) => r.p50) });
     report.figure('submit latency p99', 'ms', mid(runs.ferry, (r) => r.p99), { baseline: mid(runs.bare, (r) => r.p99) });
+    report.figure("bare endpoint on ferry's HTTP server (reference)", 'req/s', mid(runs.bareBorn, (r) => r.rps), { baseline: mid(runs.ferry, (r) => r.rps) });
     const refused = runs.ferry.reduce((sum, r) => sum + r.non2xx + r.errors, 0);
     report.figure('ferry answers other than 202 (or errors)', 'requests', refused, { goal: { atMost: 0 } });
     report.note(`figures are the median of ${ROUNDS} alternating round(s); both processes run with NODE_ENV=production against the same Redis`);
   } finally {
     await ferry.service.stop();
     await bare.process.stop();
+    await bareBorn.process.stop();
     await stop();
     await report.save();
   }

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { inject } from 'vitest';
+import { createHttpServer } from '../../api/http-server.js';
 import { createApi, type Api } from '../../api/create-api.js';
 import { loadConfig, type Config } from '../../shared/config.js';
 import { createLogger } from '../../shared/logger.js';
@@ -47,7 +48,8 @@ export async function startSystem(jenkinsUrl: string, extra: Record<string, stri
   const blockingRedis = createRedis(config.redisUrl, 'worker', logger, 'test-tail');
   await waitForRedis(redis, 10_000);
   const api = createApi({ config, logger, redis, blockingRedis, ...(heartbeatMs !== undefined ? { heartbeatMs } : {}) });
-  const server: Server = api.app.listen(0, '127.0.0.1');
+  // The server api/main.ts runs (requests born with Express's prototypes).
+  const server: Server = createHttpServer(api.app).listen(0, '127.0.0.1');
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const { port } = server.address() as AddressInfo;
   const workers: Array<{ worker: WorkerRuntime; redis: Redis; opsRedis: Redis }> = [];

@@ -4,11 +4,15 @@
 // ferry uses. Whatever ferry's API does on top (validation, dedup, the job index, idempotency, the Redis
 // guard) is the difference the bench measures. Its status route answers queue.getJob(id) (one
 // HGETALL): the status scenario's reference for what one hash read costs through Express.
-// Env: REDIS_URL, PORT, QUEUE_PREFIX.
+// Env: REDIS_URL, PORT, QUEUE_PREFIX; BARE_BORN_PROTOTYPES=1 serves it on ferry's createHttpServer
+// (api/http-server.ts) instead of app.listen: the submit scenario's reference for what that server
+// alone gains a bare endpoint.
+import { createServer } from 'node:http';
 import process from 'node:process';
 import { Queue } from 'bullmq';
 import express from 'express';
 import { v7 as uuidv7 } from 'uuid';
+import { createHttpServer } from '../../../dist/api/http-server.js';
 import { createLogger } from '../../../dist/shared/logger.js';
 import { createRedis, waitForRedis } from '../../../dist/shared/redis.js';
 
@@ -44,7 +48,8 @@ app.post('/api/v1/jenkins/download', async (req, res) => {
   });
   res.status(202).json({ job_id: jobId });
 });
-const server = app.listen(Number(process.env.PORT ?? 0), '127.0.0.1');
+const server = process.env.BARE_BORN_PROTOTYPES === '1' ? createHttpServer(app) : createServer(app);
+server.listen(Number(process.env.PORT ?? 0), '127.0.0.1');
 const stop = () => {
   server.close();
   void queue.close().finally(() => redis.disconnect());
