@@ -82,6 +82,78 @@ function bodyLength(head: ResponseHead): number | undefined {
   return Number(first);
 }
 
+/** A final response head and the bytes after it (a view: copy what you keep before the next push). */
+export interface CompleteHead {
+  readonly head: ResponseHead;
+  readonly rest: Buffer;
+}
+
+/**
+ * Collects a response head from socket reads of any size. Each byte is copied at most once into
+ * one growing buffer (only when the head spans reads) and searched for the blank line once (from
+ * three bytes before the new ones), so a head arriving a byte at a time costs time linear in its
+ * length, up to MAX_HEAD_BYTES. Interim (1xx) heads are skipped.
+ */
+export class ResponseHeadReader {
+  private store: Buffer | undefined;
+  /** Bytes of an incomplete head held at the start of `store`. */
+  private held = 0;
+  /** Where to search next: no blank line starts before it. */
+  private searchFrom = 0;
+
+  /** Takes the next read (the caller may reuse its memory afterwards); the final head once complete, else undefined. Throws DirectGetUnsupported. */
+  push(chunk: Buffer): CompleteHead | undefined {
+    let all = chunk;
+    if (this.held > 0) {
+      const length = this.held + chunk.length;
+      this.reserve(length);
+      chunk.copy(this.store as Buffer, this.held);
+      all = (this.store as Buffer).subarray(0, length);
+    }
+    for (;;) {
+      const end = all.indexOf('\r\n\r\n', this.searchFrom);
+      if (end < 0) {
+        if (all.length > MAX_HEAD_BYTES) throw new DirectGetUnsupported(`response head longer than ${MAX_HEAD_BYTES} bytes`);
+        this.hold(all);
+        this.searchFrom = Math.max(0, all.length - 3);
+        return undefined;
+      }
+      const head = parseHead(all.subarray(0, end).toString('latin1'));
+      if (!head) throw new DirectGetUnsupported('malformed response head');
+      const rest = all.subarray(end + 4);
+      this.searchFrom = 0;
+      if (head.status >= 100 && head.status < 200) {
+        // An interim answer (103 Early Hints and the like): the real one follows.
+        all = rest;
+        continue;
+      }
+      this.held = 0;
+      this.store = undefined;
+      return { head, rest };
+    }
+  }
+
+  /** Keeps `bytes` (a view into the read or into `store`) at the start of `store`. */
+  private hold(bytes: Buffer): void {
+    if (this.store && bytes.buffer === this.store.buffer && bytes.byteOffset === this.store.byteOffset) {
+      this.held = bytes.length;
+      return;
+    }
+    this.reserve(bytes.length);
+    // Buffer#copy is memmove: `bytes` may lie further on in `store` (after an interim head).
+    bytes.copy(this.store as Buffer, 0);
+    this.held = bytes.length;
+  }
+
+  /** Makes `store` hold at least `length` bytes, keeping its first `held`. */
+  private reserve(length: number): void {
+    if (this.store && this.store.length >= length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(length, 2 * (this.store?.length ?? 1024)));
+    if (this.store && this.held > 0) this.store.copy(bigger, 0, 0, this.held);
+    this.store = bigger;
+  }
+}
+
 /**
  * GETs `url` and hands its body to `target`. Resolves with the head once every body byte was
  * committed; rejects with the socket's error, the abort reason, {@link DirectGetUnsupported}, or
@@ -95,8 +167,7 @@ export function directGet(options: DirectGetOptions): Promise<ResponseHead> {
       return;
     }
     const headBuffer = Buffer.allocUnsafe(16 * 1024);
-    let headBytes: Buffer[] = [];
-    let headLength = 0;
+    const headReader = new ResponseHeadReader();
     let head: ResponseHead | undefined;
     let remaining = 0;
     let settled = false;
@@ -129,37 +200,19 @@ export function directGet(options: DirectGetOptions): Promise<ResponseHead> {
 
     /** Head bytes: collects them until the blank line; then checks the head and passes on the body bytes after it. */
     const headPart = (chunk: Buffer): boolean => {
-      headBytes.push(Buffer.from(chunk));
-      headLength += chunk.length;
-      for (;;) {
-        const all = headBytes.length === 1 ? (headBytes[0] as Buffer) : Buffer.concat(headBytes, headLength);
-        const end = all.indexOf('\r\n\r\n');
-        if (end < 0) {
-          if (headLength > MAX_HEAD_BYTES) throw new DirectGetUnsupported(`response head longer than ${MAX_HEAD_BYTES} bytes`);
-          headBytes = [all];
-          return true;
-        }
-        const parsed = parseHead(all.subarray(0, end).toString('latin1'));
-        if (!parsed) throw new DirectGetUnsupported('malformed response head');
-        const rest = all.subarray(end + 4);
-        if (parsed.status >= 100 && parsed.status < 200) {
-          // An interim answer (103 Early Hints and the like): the real one follows.
-          headBytes = [rest];
-          headLength = rest.length;
-          continue;
-        }
-        options.accept(parsed);
-        const length = bodyLength(parsed);
-        if (length === undefined) throw new DirectGetUnsupported('response body not framed by Content-Length');
-        head = parsed;
-        remaining = length;
-        headBytes = [];
-        if (remaining === 0) {
-          finish(undefined, head);
-          return false;
-        }
-        return body(rest.length, () => target.push(Buffer.from(rest.subarray(0, Math.min(rest.length, length)))));
+      const complete = headReader.push(chunk);
+      if (!complete) return true;
+      const { rest } = complete;
+      options.accept(complete.head);
+      const length = bodyLength(complete.head);
+      if (length === undefined) throw new DirectGetUnsupported('response body not framed by Content-Length');
+      head = complete.head;
+      remaining = length;
+      if (remaining === 0) {
+        finish(undefined, head);
+        return false;
       }
+      return body(rest.length, () => target.push(Buffer.from(rest.subarray(0, Math.min(rest.length, length)))));
     };
 
     const onread = {
