@@ -7,7 +7,7 @@
  * (default `dist/worker/main.js`; an older build copied to `.cmp/<name>/dist` compares two builds),
  * plus the bare BullMQ worker of the bench. Loopback only; bounded by JOBS and ROUNDS.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -52,6 +52,19 @@ it('worker CPU per job', async () => {
     await sleep(1_500);
     const cpu0 = { worker: processCpuSeconds(worker.pid), redis: processCpuSeconds(redisPid), bench: process.cpuUsage() };
     const opens0 = tcpActiveOpens();
+    // MONITOR=<file>: every command Redis runs while this worker measures, with the name of the
+    // connection that sent it, written to <file>.<name> (commands inside scripts are not listed).
+    const names = new Map<string, string>();
+    for (const line of String(await redis.call('CLIENT', 'LIST')).split('\n')) {
+      const addr = /addr=(\S+)/.exec(line)?.[1];
+      if (addr) names.set(addr, /name=(\S*)/.exec(line)?.[1] || '-');
+    }
+    const monitored: string[] = [];
+    const requests0 = jenkins.requests.length;
+    const monitor = process.env.MONITOR ? await redis.monitor() : undefined;
+    monitor?.on('monitor', (_time: string, args: string[], source: string) => {
+      monitored.push(`${names.get(source) ?? source} ${args.slice(0, 3).join(' ')}`);
+    });
     const started = Date.now();
     await fill();
     for (;;) {
@@ -62,6 +75,25 @@ it('worker CPU per job', async () => {
     }
     const seconds = (Date.now() - started) / 1000;
     const bench = process.cpuUsage(cpu0.bench);
+    if (monitor) {
+      monitor.disconnect();
+      const file = `${process.env.MONITOR}.${name.replace(/[^\w.-]+/g, '_')}`;
+      writeFileSync(file, `${monitored.join('\n')}\n`);
+      const counts = new Map<string, number>();
+      for (const line of monitored) {
+        const [connection, command] = line.split(' ');
+        const key = `${connection} ${command}`;
+        counts.set(key, (counts.get(key) ?? 0) + 1);
+      }
+      const kinds = new Map<string, number>();
+      for (const request of jenkins.requests.slice(requests0)) {
+        const kind = `${request.method} ${request.path.includes('/api/json') ? 'api/json' : request.path.includes('/artifact/') ? 'artifact' : 'other'}`;
+        kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+      }
+      console.log(`${name}: Jenkins requests per job: ${[...kinds].map(([kind, count]) => `${kind} ${(count / JOBS).toFixed(2)}`).join(', ')}`);
+      console.log(`${name}: commands per job by connection (${file}):`);
+      for (const [key, count] of [...counts].sort((a, b) => b[1] - a[1])) console.log(`  ${(count / JOBS).toFixed(2).padStart(6)}  ${key}`);
+    }
     const row = {
       worker: ((processCpuSeconds(worker.pid) - cpu0.worker) / JOBS) * 1000,
       redis: ((processCpuSeconds(redisPid) - cpu0.redis) / JOBS) * 1000,
