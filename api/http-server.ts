@@ -17,13 +17,13 @@ type ExpressPrototypes = { request: IncomingMessage; response: ServerResponse };
  */
 export function createHttpServer(app: Express): http.Server {
   const { request, response } = app as unknown as ExpressPrototypes;
-  const incoming = http.IncomingMessage as unknown as (this: IncomingMessage, socket: Socket) => void;
-  const outgoing = http.ServerResponse as unknown as (this: ServerResponse, ...args: unknown[]) => void;
-  function ExpressRequest(this: IncomingMessage, socket: Socket): void {
-    incoming.call(this, socket);
+  // Reflect.construct runs Node's own constructor (a plain function in Node 20, a class or not in
+  // later versions) on a new object whose prototype is this function's `prototype`.
+  function ExpressRequest(socket: Socket): IncomingMessage {
+    return Reflect.construct(http.IncomingMessage, [socket], ExpressRequest) as IncomingMessage;
   }
-  function ExpressResponse(this: ServerResponse, ...args: unknown[]): void {
-    outgoing.apply(this, args);
+  function ExpressResponse(...args: unknown[]): ServerResponse {
+    return Reflect.construct(http.ServerResponse, args, ExpressResponse) as ServerResponse;
   }
   ExpressRequest.prototype = request;
   ExpressResponse.prototype = response;

@@ -14,29 +14,34 @@ import { v7 } from 'uuid';
  * they were made, even within one millisecond, which the job index's newest-first listing relies on.
  */
 const POOL_IDS = 256;
-const pool = new Uint8Array(16 * POOL_IDS);
-let used = POOL_IDS;
-const state = { msecs: Number.NEGATIVE_INFINITY, seq: 0 };
 
-function randomBytes16(): Uint8Array {
-  if (used === POOL_IDS) {
-    randomFillSync(pool);
-    used = 0;
-  }
-  used += 1;
-  return pool.subarray((used - 1) * 16, used * 16);
+/** A job id maker with its own pool and monotonic state (one per process: `newJobId`; tests make their own). */
+export function createJobIdGenerator(): (now?: number) => string {
+  const pool = new Uint8Array(16 * POOL_IDS);
+  let used = POOL_IDS;
+  const state = { msecs: Number.NEGATIVE_INFINITY, seq: 0 };
+  const randomBytes16 = (): Uint8Array => {
+    if (used === POOL_IDS) {
+      randomFillSync(pool);
+      used = 0;
+    }
+    used += 1;
+    return pool.subarray((used - 1) * 16, used * 16);
+  };
+  return (now = Date.now()) => {
+    const random = randomBytes16();
+    if (now > state.msecs) {
+      // As uuid's v7Sequence: a random 31-bit start, so ids of two processes in one ms interleave
+      // and a busy millisecond has at least 2^31 ids before the counter carries into the next one.
+      state.seq = ((random[6]! & 0x7f) << 24) | (random[7]! << 16) | (random[8]! << 8) | random[9]!;
+      state.msecs = now;
+    } else {
+      state.seq = (state.seq + 1) | 0;
+      if (state.seq === 0) state.msecs += 1;
+    }
+    return v7({ random, msecs: state.msecs, seq: state.seq });
+  };
 }
 
-/** A new UUIDv7; `now` (Unix ms) for tests. */
-export function newJobId(now: number = Date.now()): string {
-  const random = randomBytes16();
-  if (now > state.msecs) {
-    // As uuid's v7Sequence: a random 31-bit start, so ids of two processes in one ms interleave.
-    state.seq = ((random[6]! * 0x7f) << 24) | (random[7]! << 16) | (random[8]! << 8) | random[9]!;
-    state.msecs = now;
-  } else {
-    state.seq = (state.seq + 1) | 0;
-    if (state.seq === 0) state.msecs += 1;
-  }
-  return v7({ random, msecs: state.msecs, seq: state.seq });
-}
+/** A new UUIDv7 (this process's generator); `now` (Unix ms) for tests. */
+export const newJobId = createJobIdGenerator();

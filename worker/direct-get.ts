@@ -118,6 +118,8 @@ export class ResponseHeadReader {
         this.searchFrom = Math.max(0, all.length - 3);
         return undefined;
       }
+      // The limit holds however the head arrived (in one read it is found before the check above).
+      if (end + 4 > MAX_HEAD_BYTES) throw new DirectGetUnsupported(`response head longer than ${MAX_HEAD_BYTES} bytes`);
       const head = parseHead(all.subarray(0, end).toString('latin1'));
       if (!head) throw new DirectGetUnsupported('malformed response head');
       const rest = all.subarray(end + 4);

@@ -54,7 +54,9 @@ describe('createHttpServer: requests and responses born with Express prototypes'
       const fail = await fetch(`${base}/fail`);
       const stream = await fetch(`${base}/stream`);
       const sub = await fetch(`${base}/sub/inner`);
+      const head = await fetch(`${base}/sub/inner`, { method: 'HEAD' });
       return {
+        head: { status: head.status, type: head.headers.get('content-type'), length: head.headers.get('content-length'), body: await head.text() },
         post: { status: post.status, header: post.headers.get('x-test'), type: post.headers.get('content-type'), body: (await post.json()) as unknown },
         fail: { status: fail.status },
         stream: { status: stream.status, body: await stream.text() },
@@ -68,7 +70,9 @@ describe('createHttpServer: requests and responses born with Express prototypes'
     expect(a.stream.body).toBe('ab');
     // A mounted app still gets its own prototype while it runs.
     expect(a.sub).toEqual({ baseUrl: '/sub', sub: true });
-    expect(ours.born).toHaveLength(4);
+    expect(a.head).toMatchObject({ status: 200, type: 'application/json; charset=utf-8', body: '' });
+    expect(ours.born).toHaveLength(5);
+    expect(plain.born).toHaveLength(5);
     expect(ours.born.every((x) => x.req && x.res)).toBe(true);
     // app.listen's server makes plain Node objects that Express re-prototypes afterwards.
     expect(plain.born.every((x) => !x.req && !x.res)).toBe(true);

@@ -58,6 +58,46 @@ describe('ResponseHeadReader', () => {
     expect(() => feed(endless, 1)).toThrow(/longer than 65536 bytes/);
   });
 
+  it('finds the head at every pair of cut points of two interim heads, the final head and body bytes', () => {
+    const text = `HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n${HEAD}hello`;
+    const bytes = Buffer.from(text, 'latin1');
+    const headEnd = text.indexOf('\r\n\r\n', text.indexOf('HTTP/1.1 200')) + 4;
+    let cases = 0;
+    for (let first = 1; first < bytes.length; first += 1) {
+      for (let second = first + 1; second <= bytes.length; second += 1) {
+        const reader = new ResponseHeadReader();
+        const read = Buffer.alloc(bytes.length);
+        let found: { status: number; rest: string; at: number } | undefined;
+        for (const [from, to] of [[0, first], [first, second], [second, bytes.length]] as const) {
+          if (from === to) continue;
+          bytes.copy(read, 0, from, to);
+          const complete = reader.push(read.subarray(0, to - from));
+          if (complete) found = { status: complete.head.status, rest: complete.rest.toString('latin1'), at: to };
+          read.fill(0x78);
+          if (found) break;
+        }
+        expect(found?.status).toBe(200);
+        // The bytes after the head that came in the read that completed it.
+        expect(found?.rest).toBe(text.slice(headEnd, found?.at));
+        cases += 1;
+      }
+    }
+    expect(cases).toBe(((bytes.length - 1) * bytes.length) / 2);
+  });
+
+  it('holds the 64 KiB limit however the head arrives: 65,536 bytes read, 65,537 refused', () => {
+    const headOf = (length: number) => {
+      const start = 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pad: ';
+      return Buffer.from(`${start}${'p'.repeat(length - start.length - 4)}\r\n\r\n`, 'latin1');
+    };
+    const limit = 64 * 1024;
+    expect(headOf(limit)).toHaveLength(limit);
+    for (const size of [1, 4096, 16 * 1024, limit + 10]) {
+      expect(feed(headOf(limit), size).complete?.head.status, `pieces of ${size}`).toBe(200);
+      expect(() => feed(headOf(limit + 1), size), `pieces of ${size}`).toThrow(/longer than 65536 bytes/);
+    }
+  });
+
   it('refuses a malformed head', () => {
     expect(() => feed(Buffer.from('HTTP/1.1 200 OK\r\n folded: line\r\n\r\n', 'latin1'), 4)).toThrow(/malformed response head/);
     expect(() => feed(Buffer.from('SPDY/3 200 OK\r\n\r\n', 'latin1'), 1)).toThrow(/malformed response head/);
