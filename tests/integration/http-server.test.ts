@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createHttpServer } from '../../api/http-server.js';
+import { createHttpServer, isClass } from '../../api/http-server.js';
 
 /** Listens on a free loopback port; returns the base URL. */
 async function listen(server: Server): Promise<string> {
@@ -11,6 +11,14 @@ async function listen(server: Server): Promise<string> {
 }
 
 describe('createHttpServer: requests and responses born with Express prototypes', () => {
+  it('tells classes from plain constructor functions (the fallback for a Node whose http constructors are classes)', () => {
+    expect(isClass(class A {})).toBe(true);
+    expect(isClass(class extends Error {})).toBe(true);
+    expect(isClass(function Plain() {})).toBe(false);
+    expect(isClass(() => undefined)).toBe(false);
+    expect(isClass({})).toBe(false);
+  });
+
   const servers: Server[] = [];
   afterEach(async () => {
     await Promise.all(servers.splice(0).map((server) => new Promise((resolve) => server.close(resolve))));
