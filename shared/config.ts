@@ -170,6 +170,13 @@ const ConfigSchema = z
     JENKINS_CA_FILE: z.preprocess(emptyAsUndefined, z.string().optional()),
     /** Turns TLS verification off. Only by explicit choice; a warning is logged at start. */
     JENKINS_TLS_INSECURE: z.preprocess(emptyAsUndefined, booleanString(false)),
+    /**
+     * How big artifacts (16 MiB and more, size known) reach the disk: `direct` writes them with
+     * O_DIRECT where the file system allows it (no page-cache copy, a short final fsync); `buffered`
+     * through the page cache with an fdatasync every 64 MiB. Which is faster depends on the disk:
+     * compare with `npm run bench -- big` (README, Benchmarks). Both are durable before the rename.
+     */
+    DOWNLOAD_WRITE_MODE: z.preprocess(emptyAsUndefined, z.enum(['direct', 'buffered']).default('direct')),
     /** Largest artifact accepted, in bytes; a larger one fails the job before anything is written. */
     MAX_ARTIFACT_BYTES: z.preprocess(emptyAsUndefined, positiveInt(20 * 1024 ** 3)),
     /** Module jobs of one batch pending or running at once, across the whole fleet. */
@@ -264,6 +271,7 @@ const ConfigSchema = z
       caFile: env.JENKINS_CA_FILE,
       tlsInsecure: env.JENKINS_TLS_INSECURE,
       maxArtifactBytes: env.MAX_ARTIFACT_BYTES,
+      writeMode: env.DOWNLOAD_WRITE_MODE,
     },
   }));
 

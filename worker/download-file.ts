@@ -66,6 +66,8 @@ export interface ArtifactDownload {
    * stall): the first try then starts from zero without looking for one.
    */
   readonly fresh?: boolean;
+  /** How big files reach the disk (DOWNLOAD_WRITE_MODE, part-writer.ts). Default 'direct'. */
+  readonly writeMode?: 'direct' | 'buffered' | undefined;
   /** Creates the target's folder; a module passes one that makes each folder once. Default: mkdir -p. */
   readonly ensureDir?: (dir: string) => Promise<unknown>;
 }
@@ -342,6 +344,7 @@ async function tryOnce(
       path: job.partPath,
       start,
       expectedBytes: total === undefined ? undefined : total - start,
+      writeMode: job.writeMode,
       canWrite,
       // Every byte once, as it arrives (still in the CPU cache): the lease, the hashes, the stall counter.
       onChunk: (chunk) => {

@@ -29,7 +29,7 @@ export interface DownloadProcessorOptions {
   /** Serialises writers of one module folder across the fleet. */
   readonly folderLock: FolderLock;
   /** Transfer limits (Config['transfer']). */
-  readonly transfer: Pick<Config['transfer'], 'maxArtifactBytes' | 'minSpeedBytes' | 'stallSeconds' | 'maxConnections'>;
+  readonly transfer: Pick<Config['transfer'], 'maxArtifactBytes' | 'minSpeedBytes' | 'stallSeconds' | 'maxConnections' | 'writeMode'>;
   /** Milliseconds between progress snapshots. */
   readonly progressIntervalMs?: number;
   /** Milliseconds a log line may wait to be written with the lines after it (default 50). */
@@ -86,6 +86,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
         maxBytes: options.transfer.maxArtifactBytes,
         minSpeedBytes: options.transfer.minSpeedBytes,
         stallSeconds: options.transfer.stallSeconds,
+        writeMode: options.transfer.writeMode,
         signal,
         canWrite: options.canWrite ? () => (options.canWrite as (id: string) => boolean)(jobId) : undefined,
         // The job's first start: no earlier run can have left a .part of it to resume.

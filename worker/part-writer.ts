@@ -89,6 +89,8 @@ export interface PartWriterOptions {
   readonly onChunk: (chunk: Buffer) => void;
   /** The file's size after each completed write. */
   readonly onWritten: (fileBytes: number) => void;
+  /** 'buffered': slots never use O_DIRECT (DOWNLOAD_WRITE_MODE); default 'direct' where allowed. */
+  readonly writeMode?: 'direct' | 'buffered' | undefined;
 }
 
 interface Slots {
@@ -165,7 +167,7 @@ export class PartWriter {
     const O_DIRECT = (fsConstants as { O_DIRECT?: number }).O_DIRECT;
     const buffers = takeSlots();
     this.#slots = { buffers, free: buffers.map((_, index) => index).slice(1), full: [], current: 0, fill: 0, direct: false };
-    if (O_DIRECT !== undefined && start % DIRECT_ALIGN === 0) {
+    if (O_DIRECT !== undefined && start % DIRECT_ALIGN === 0 && this.#options.writeMode !== 'buffered') {
       try {
         this.#handle = await open(path, flags | O_DIRECT, 0o666);
         this.#handleIsDirect = true;

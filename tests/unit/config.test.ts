@@ -25,6 +25,12 @@ describe('loadConfig', () => {
     expect(config.artifactInclude).toEqual(['a/**/*.xml', 'b.txt']);
   });
 
+  it("DOWNLOAD_WRITE_MODE: 'direct' by default, 'buffered' when chosen, anything else refused", () => {
+    expect(loadConfig({ JENKINS_URL: 'https://j.example/' }).transfer.writeMode).toBe('direct');
+    expect(loadConfig({ JENKINS_URL: 'https://j.example/', DOWNLOAD_WRITE_MODE: 'buffered' }).transfer.writeMode).toBe('buffered');
+    expect(() => loadConfig({ JENKINS_URL: 'https://j.example/', DOWNLOAD_WRITE_MODE: 'mmap' })).toThrow(/DOWNLOAD_WRITE_MODE/);
+  });
+
   it('names every bad variable in one message', () => {
     let error: unknown;
     try {

@@ -75,6 +75,17 @@ describe('PartWriter: what reaches the .part file', () => {
     expect(writer.fileBytes).toBe(data.length);
   });
 
+  it("writeMode 'buffered' (DOWNLOAD_WRITE_MODE) keeps a big file out of O_DIRECT: slots through the page cache, byte for byte", async () => {
+    const partPath = file();
+    const { seen, options } = recorder(partPath, 0, data.length);
+    const writer = await PartWriter.open({ ...options, writeMode: 'buffered' });
+    expect(writer.mode).toBe('slots');
+    await readAll(writer, data);
+    await writer.finish();
+    expect((await readFile(partPath)).equals(data)).toBe(true);
+    expect(Buffer.concat(seen).equals(data)).toBe(true);
+  });
+
   it('push() copies into the slots just the same, and a resume at an unaligned offset appends after it', async () => {
     const partPath = file();
     const split = 1_000_001; // not a multiple of 4096: no O_DIRECT for the second writer
