@@ -7,9 +7,9 @@ import { checkMaxmemoryPolicy, closeRedis, createRedis, describeRedisTarget, wai
 import { createShutdown } from '../shared/shutdown.js';
 import { checkAuthSetup } from './auth.js';
 import { createApi } from './create-api.js';
-import { createHttpServer } from './http-server.js';
 import { DASHBOARD_PATH } from './dashboard.js';
 import type { Drain } from './drain.js';
+import { createHttpServer } from './http-server.js';
 
 /**
  * How long a stopping API keeps its port open, answering /readyz 503 and new requests 503

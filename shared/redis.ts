@@ -155,7 +155,6 @@ export function createRedis(target: string | RedisTarget, role: RedisRole, logge
   return redis;
 }
 
-/** Resolves once the connection is ready, or rejects after `timeoutMs`. */
 /**
  * Closes a connection with QUIT (a disconnect when that fails). QUIT does not wait for commands
  * still queued for the next auto-pipeline (such as a folder lock's release nobody awaits) and may
@@ -166,6 +165,7 @@ export async function closeRedis(connection: Redis): Promise<void> {
   await connection.quit().catch(() => connection.disconnect());
 }
 
+/** Resolves once the connection is ready, or rejects after `timeoutMs`. */
 export async function waitForRedis(redis: Redis, timeoutMs: number): Promise<void> {
   if (redis.status === 'ready') return;
   await new Promise<void>((resolve, reject) => {

@@ -7,7 +7,7 @@ import { UnrecoverableError } from 'bullmq';
 import { AppError } from '../shared/errors.js';
 import { displayUrl, type ArtifactResponse, type JenkinsClient } from './jenkins-client.js';
 import { DirectGetUnsupported, type ResponseHead } from './direct-get.js';
-import { LeaseLostError, PartWriter, partWriterStream } from './part-writer.js';
+import { LeaseLostError, PartWriter, partWriterStream, type WriteMode } from './part-writer.js';
 import { RetryableError } from './retry-policy.js';
 
 /** The bytes received do not match the fingerprint Jenkins published. */
@@ -67,7 +67,7 @@ export interface ArtifactDownload {
    */
   readonly fresh?: boolean;
   /** How big files reach the disk (DOWNLOAD_WRITE_MODE, part-writer.ts). Default 'direct'. */
-  readonly writeMode?: 'direct' | 'buffered' | undefined;
+  readonly writeMode?: WriteMode | undefined;
   /** Creates the target's folder; a module passes one that makes each folder once. Default: mkdir -p. */
   readonly ensureDir?: (dir: string) => Promise<unknown>;
 }
@@ -124,6 +124,9 @@ async function fsyncPath(file: string): Promise<void> {
  * Aborts a transfer that moves fewer than `minSpeed` bytes per second over `seconds` (like curl's
  * --speed-limit/--speed-time): a trickle that would hold a slot for hours is retried instead.
  */
+/** The stall rule's verdict, the same from the streaming and the small-body path. */
+const stalled = (minSpeed: number, seconds: number) => new RetryableError('TRANSFER_STALLED', `transfer slower than ${minSpeed} B/s for ${seconds} s`);
+
 function watchSpeed(minSpeed: number, seconds: number) {
   const controller = new AbortController();
   const buckets: number[] = [];
@@ -134,7 +137,7 @@ function watchSpeed(minSpeed: number, seconds: number) {
     if (buckets.length > seconds) buckets.shift();
     const sum = buckets.reduce((total, value) => total + value, 0);
     if (minSpeed > 0 && buckets.length >= seconds && sum < minSpeed * seconds) {
-      controller.abort(new RetryableError('TRANSFER_STALLED', `transfer slower than ${minSpeed} B/s for ${seconds} s`));
+      controller.abort(stalled(minSpeed, seconds));
     }
   }, 1_000);
   timer.unref();
@@ -221,7 +224,7 @@ function readSmallBody(
     const watch = () => {
       timer = setTimeout(() => {
         if (filled - windowStart < stall.minSpeed * stall.seconds) {
-          finish(new RetryableError('TRANSFER_STALLED', `transfer slower than ${stall.minSpeed} B/s for ${stall.seconds} s`));
+          finish(stalled(stall.minSpeed, stall.seconds));
           return;
         }
         windowStart = filled;

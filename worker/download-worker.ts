@@ -36,7 +36,6 @@ export type DownloadWorker<Data> = Worker<Data, JobResult> & {
  * A BullMQ worker that runs download jobs and writes the end of each job's log once BullMQ has
  * recorded the outcome, so a reader that sees the end entry also sees the final status.
  */
-
 export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOptions<Data>): DownloadWorker<Data> {
   const { redis, keys, jobLog, logger } = options;
   const queue = options.queue ?? { name: keys.queueName, failedKey: keys.bullFailed };

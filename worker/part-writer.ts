@@ -1,6 +1,7 @@
 import { constants as fsConstants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Writable } from 'node:stream';
+import type { Config } from '../shared/config.js';
 
 /**
  * How a download's bytes reach its .part file. Measured on the 2-core bench machine (issue 5,
@@ -90,8 +91,11 @@ export interface PartWriterOptions {
   /** The file's size after each completed write. */
   readonly onWritten: (fileBytes: number) => void;
   /** 'buffered': slots never use O_DIRECT (DOWNLOAD_WRITE_MODE); default 'direct' where allowed. */
-  readonly writeMode?: 'direct' | 'buffered' | undefined;
+  readonly writeMode?: WriteMode | undefined;
 }
+
+/** DOWNLOAD_WRITE_MODE. */
+export type WriteMode = Config['transfer']['writeMode'];
 
 interface Slots {
   readonly buffers: Buffer[];
