@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { freePort } from '../helpers/redis-server.js';
+import { freeClusterPorts, freePort } from '../helpers/redis-server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const run = promisify(execFile);
@@ -21,13 +21,19 @@ export interface RedisProcess {
 
 async function spawnRedis(args: string[], port: number, password?: string): Promise<RedisProcess> {
   if (port === 6379) throw new Error('refusing to use port 6379');
-  const child = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const record = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-4_000);
+  };
+  child.stdout?.on('data', record);
+  child.stderr?.on('data', record);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const probe = new Redis({ host: '127.0.0.1', port, password, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
   probe.on('error', () => undefined);
   // Bounded: a redis-server that cannot start within 10 s will not.
   await waitFor(async () => {
-    if (child.exitCode !== null) throw new Error(`redis-server ${args.join(' ')} exited with ${child.exitCode}`);
+    if (child.exitCode !== null) throw new Error(`redis-server ${args.join(' ')} exited with ${child.exitCode}: ${output}`);
     try {
       await probe.connect();
       await probe.ping();
@@ -48,6 +54,21 @@ async function spawnRedis(args: string[], port: number, password?: string): Prom
     },
     restart: () => spawnRedis(args, port, password),
   };
+}
+
+/**
+ * Starts a cluster node on fresh free ports, up to three times: between freeClusterPorts closing
+ * its probe sockets and redis-server binding, another process can take a port (CI saw a node exit
+ * at start). A node that fails three times fails the test with its own output.
+ */
+export async function withFreshPorts<T>(start: (ports: { port: number; busPort: number }) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await start(await freeClusterPorts());
+    } catch (error) {
+      if (attempt >= 3) throw error;
+    }
+  }
 }
 
 export interface RedisCluster {
@@ -75,14 +96,15 @@ export async function startRedisCluster(masters = 3, password = 'cluster-test-pa
   };
   try {
     for (let index = 0; index < masters * 2; index += 1) {
-      const port = await freePort();
       nodes.push(
-        await spawnRedis(
-          ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, `nodes-${port}.conf`),
-            '--dir', dir, '--appendonly', 'yes', '--appendfilename', `appendonly-${port}.aof`, '--appenddirname', `aof-${port}`, '--save', '',
-            '--maxmemory-policy', 'noeviction', '--cluster-node-timeout', '2000', ...auth],
-          port,
-          password,
+        await withFreshPorts(async ({ port, busPort }) =>
+          spawnRedis(
+            ['--port', String(port), '--cluster-port', String(busPort), '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
+              '--cluster-config-file', path.join(dir, `nodes-${port}.conf`), '--dir', dir, '--appendonly', 'yes', '--appendfilename', `appendonly-${port}.aof`,
+              '--appenddirname', `aof-${port}`, '--save', '', '--maxmemory-policy', 'noeviction', '--cluster-node-timeout', '2000', ...auth],
+            port,
+            password,
+          ),
         ),
       );
     }

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeJenkins, type FakeJenkins } from '../helpers/fake-jenkins.js';
 import { startScript, waitReady, type ChildService } from '../helpers/processes.js';
 import { freePort } from '../helpers/redis-server.js';
+import { withFreshPorts } from './harness.js';
 import { logLines, openSse } from '../helpers/sse-client.js';
 import { getJson, postJson } from '../helpers/system.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -48,15 +49,28 @@ function tlsArgs(pki: Pki, port: number): string[] {
     '--tls-ca-cert-file', pki.caFile, '--tls-auth-clients', 'no'];
 }
 
-/** One redis-server listening on TLS only, ready once a verified TLS PING answers. */
-async function spawnTlsRedis(pki: Pki, extra: string[], password: string): Promise<TlsRedis> {
-  const port = await freePort();
-  return spawnTls(pki, [...tlsArgs(pki, port), '--requirepass', password, '--save', '', '--maxmemory-policy', 'noeviction', ...extra], port, password);
+/**
+ * One redis-server listening on TLS only, ready once a verified TLS PING answers. A cluster node
+ * (`cluster`) gets its bus port explicitly; either way a start that fails is retried on fresh ports.
+ */
+async function spawnTlsRedis(pki: Pki, extra: string[], password: string, clusterDir?: string): Promise<TlsRedis> {
+  return withFreshPorts(({ port, busPort }) => {
+    const cluster = clusterDir
+      ? ['--cluster-enabled', 'yes', '--cluster-port', String(busPort), '--cluster-config-file', path.join(clusterDir, `nodes-${port}.conf`)]
+      : [];
+    return spawnTls(pki, [...tlsArgs(pki, port), ...cluster, '--requirepass', password, '--save', '', '--maxmemory-policy', 'noeviction', ...extra], port, password);
+  });
 }
 
 async function spawnTls(pki: Pki, args: string[], port: number, password: string | undefined): Promise<TlsRedis> {
   if (port === 6379) throw new Error('refusing to use port 6379');
-  const child = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const record = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-4_000);
+  };
+  child.stdout?.on('data', record);
+  child.stderr?.on('data', record);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const kill = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
@@ -66,7 +80,7 @@ async function spawnTls(pki: Pki, args: string[], port: number, password: string
   try {
     // Bounded: a redis-server that cannot start within 10 s will not.
     await waitFor(async () => {
-      if (child.exitCode !== null) throw new Error(`redis-server ${args.join(' ')} exited with ${child.exitCode}`);
+      if (child.exitCode !== null) throw new Error(`redis-server ${args.join(' ')} exited with ${child.exitCode}: ${output}`);
       const probe = new Redis({ host: '127.0.0.1', port, ...(password ? { password } : {}), tls: { ca: [pki.ca] }, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
       probe.on('error', () => undefined);
       try {
@@ -189,8 +203,8 @@ describe('ferry over TLS to real Redis servers (rediss://, REDIS_TLS, REDIS_CA_F
     await run('mkdir', ['-p', clusterDir]);
     const nodes: TlsRedis[] = [];
     for (let index = 0; index < 6; index += 1) {
-      const node = await spawnTlsRedis(pki, ['--dir', clusterDir, '--cluster-enabled', 'yes', '--cluster-config-file', path.join(clusterDir, `nodes-${index}.conf`),
-        '--cluster-node-timeout', '2000', '--tls-cluster', 'yes', '--tls-replication', 'yes', '--masterauth', PASSWORD], PASSWORD);
+      const node = await spawnTlsRedis(pki, ['--dir', clusterDir,
+        '--cluster-node-timeout', '2000', '--tls-cluster', 'yes', '--tls-replication', 'yes', '--masterauth', PASSWORD], PASSWORD, clusterDir);
       redisNodes.push(node);
       nodes.push(node);
     }

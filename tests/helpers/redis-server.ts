@@ -17,6 +17,24 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Two distinct free loopback ports for a cluster node: its client port and its cluster bus port
+ * (passed as `--cluster-port`). Redis's default bus port, port + 10000, is not checked by anyone:
+ * it can be taken, or above 65535 for a port from the top of the ephemeral range.
+ */
+export async function freeClusterPorts(): Promise<{ port: number; busPort: number }> {
+  const hold = async () =>
+    new Promise<net.Server>((resolve, reject) => {
+      const server = net.createServer();
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => resolve(server));
+    });
+  const servers = [await hold(), await hold()];
+  const [port, busPort] = servers.map((server) => (server.address() as net.AddressInfo).port) as [number, number];
+  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  return { port, busPort };
+}
+
 export interface RedisServer {
   readonly url: string;
   readonly port: number;
