@@ -8,6 +8,7 @@ import type { Logger } from '../shared/logger.js';
 import { createBatchCoordinator } from './batch-coordinator.js';
 import { createDownloadProcessor } from './download-processor.js';
 import { createDownloadWorker } from './download-worker.js';
+import { createFileWriter } from './file-writer.js';
 import { createFolderLock } from './folder-lock.js';
 import { ABORT, createLeaseTracker, withJobControls } from './job-controls.js';
 import { createWorkerMetrics, type WorkerMetrics } from './metrics.js';
@@ -91,10 +92,13 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     },
   });
   const leases = createLeaseTracker(config.jobLockMs);
+  // Small artifacts and manifests: closed after the workers, once no job can write.
+  const fileWriter = createFileWriter({ threads: config.transfer.writerThreads });
   const controls = { jobLog, logger, leases, timeoutMs: config.jobTimeoutMs, metrics };
   const processor = createDownloadProcessor({
     canWrite: (jobId) => leases.check(jobId),
     onBytes: (bytes) => metrics.bytesDownloaded(bytes),
+    fileWriter,
     jenkins,
     jobLog,
     logger,
@@ -170,6 +174,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
       // The last jobs' end records, still on their way to Redis.
       await Promise.all([batches.recorded(), downloads.recorded()]);
       await downloadQueue.close();
+      await fileWriter.close();
     },
   };
 }

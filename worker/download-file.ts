@@ -7,6 +7,7 @@ import { UnrecoverableError } from 'bullmq';
 import { AppError } from '../shared/errors.js';
 import { displayUrl, type ArtifactResponse, type JenkinsClient } from './jenkins-client.js';
 import { DirectGetUnsupported, type ResponseHead } from './direct-get.js';
+import { sharedFileWriter, type FileWriter } from './file-writer.js';
 import { LeaseLostError, PartWriter, partWriterStream, type WriteMode } from './part-writer.js';
 import { RetryableError } from './retry-policy.js';
 
@@ -70,6 +71,8 @@ export interface ArtifactDownload {
   readonly writeMode?: WriteMode | undefined;
   /** Creates the target's folder; a module passes one that makes each folder once. Default: mkdir -p. */
   readonly ensureDir?: (dir: string) => Promise<unknown>;
+  /** Writes small files whole (file-writer.ts). Default: the process-wide one. */
+  readonly fileWriter?: FileWriter | undefined;
 }
 
 const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+)$/;
@@ -170,8 +173,11 @@ interface TransferState {
   tries: number;
 }
 
-/** What a try returns: the file's size and hashes, and whether the `.part` is already fsynced. */
-type TryResult = DownloadedFile & { md5?: string; synced?: boolean };
+/**
+ * What a try returns: the file's size and hashes, and whether the file is already fsynced and renamed
+ * to its target (`placed`: a small file whose hashes were checked before it was written).
+ */
+type TryResult = DownloadedFile & { md5?: string; placed?: boolean };
 
 /** The longest delay setTimeout keeps (a longer one fires at once). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -243,26 +249,21 @@ function readSmallBody(
 }
 
 /**
- * Writes a whole small body to a new `.part` with one write and fsyncs it: five file-system calls
- * (open, write, fsync, close, and the caller's rename) instead of the streaming path's dozen. A
- * failure removes the `.part` (small files are never resumed). ENOSPC is DISK_FULL, as when the
- * free space check refuses a big file.
+ * Writes a whole small body under its final name in one trip to a writer thread (file-writer.ts:
+ * open, write, fsync, close, rename), instead of five trips through the thread pool. A failure
+ * leaves no `.part` (small files are never resumed). ENOSPC is DISK_FULL, as when the free space
+ * check refuses a big file.
  */
-async function writeSmallPart(job: ArtifactDownload, bytes: Buffer): Promise<void> {
+async function placeSmallFile(job: ArtifactDownload, bytes: Buffer): Promise<void> {
   try {
-    const handle = await open(job.partPath, 'w');
-    try {
-      const { bytesWritten } = await handle.write(bytes, 0, bytes.length, 0);
-      if (bytesWritten !== bytes.length) throw new Error(`short write: ${bytesWritten} of ${bytes.length} bytes`);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    await (job.fileWriter ?? sharedFileWriter()).writeAndRename(job.partPath, bytes, job.target);
   } catch (error) {
-    await rm(job.partPath, { force: true });
-    if ((error as NodeJS.ErrnoException).code === 'ENOSPC') {
+    const { code, syscall } = error as NodeJS.ErrnoException;
+    if (code === 'ENOSPC') {
       throw new AppError('DISK_FULL', `not enough free disk space for ${displayUrl(job.url)}: ${bytes.length} bytes could not be written in ${path.dirname(job.partPath)}`);
     }
+    // A target that cannot be replaced (a folder in the way, no permission) will not change on a retry.
+    if (syscall === 'rename') throw error;
     throw new RetryableError('TRANSFER_INTERRUPTED', `writing ${displayUrl(job.url)} failed: ${(error as Error).message}`, { cause: error });
   }
 }
@@ -408,8 +409,8 @@ async function tryOnce(
 
 /**
  * A try for a body under RESUME_MIN_BYTES with a Content-Length, from zero: read into memory while
- * hashing (the stall watch and the lease apply as on the streaming path), then written and fsynced
- * in one go. No free-space check ahead (a statfs per file was a large share of the cost of small
+ * hashing (the stall watch and the lease apply as on the streaming path), then checked against its
+ * fingerprint, and written, fsynced and renamed in one go. No free-space check ahead (a statfs per file was a large share of the cost of small
  * artifacts): a full disk fails the write itself, as DISK_FULL.
  */
 async function smallTry(job: ArtifactDownload, response: ArtifactResponse, total: number, wantMd5: boolean): Promise<TryResult> {
@@ -433,10 +434,16 @@ async function smallTry(job: ArtifactDownload, response: ArtifactResponse, total
   if (bytes.length !== total) {
     throw new RetryableError('SIZE_MISMATCH', `received ${bytes.length} bytes of ${displayUrl(job.url)} but Content-Length announced ${total}`);
   }
+  const result = { size: bytes.length, sha256: sha256.digest('hex'), ...(md5 ? { md5: md5.digest('hex') } : {}) };
+  // A body that does not match its fingerprint is never written: the caller discards it and asks again.
+  if (job.expectedMd5 !== undefined && result.md5 !== job.expectedMd5.toLowerCase()) return result;
+  // The lease is checked here, before the one trip that writes and renames, rather than between the
+  // fsync and the rename as for a big file: the file renamed is complete and verified either way,
+  // and a new owner of the job writes its own `.part` (partPathFor) and renames the same bytes.
   if (!canWrite()) throw new LeaseLostError();
-  await writeSmallPart(job, bytes);
+  await placeSmallFile(job, bytes);
   job.onProgress(bytes.length);
-  return { size: bytes.length, sha256: sha256.digest('hex'), ...(md5 ? { md5: md5.digest('hex') } : {}), synced: true };
+  return { ...result, placed: true };
 }
 
 /**
@@ -465,9 +472,11 @@ export async function fetchArtifact(jenkins: JenkinsClient, job: ArtifactDownloa
       job.onNote(`${message}; downloading it again`);
       continue;
     }
-    if (result.synced !== true) await fsyncPath(job.partPath);
-    if (job.canWrite && !job.canWrite()) throw job.signal.reason ?? new LeaseLostError();
-    await rename(job.partPath, job.target);
+    if (result.placed !== true) {
+      await fsyncPath(job.partPath);
+      if (job.canWrite && !job.canWrite()) throw job.signal.reason ?? new LeaseLostError();
+      await rename(job.partPath, job.target);
+    }
     // A file small enough to be written in one go never had a resume record (RESUME_MIN_BYTES).
     if (result.size >= RESUME_MIN_BYTES || state.tries > 1 || job.fresh !== true) await rm(metaPath, { force: true });
     return { size: result.size, sha256: result.sha256 };

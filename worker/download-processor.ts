@@ -12,6 +12,7 @@ import { mapWithConcurrency } from './map-with-concurrency.js';
 import type { JenkinsClient } from './jenkins-client.js';
 import { readVerifiedManifest, writeManifest } from './manifest.js';
 import { createJobJournal } from './job-journal.js';
+import type { FileWriter } from './file-writer.js';
 import { createProgressReporter, type ProgressReporter } from './progress-reporter.js';
 import { UnsafePathError } from './safe-path.js';
 
@@ -38,6 +39,8 @@ export interface DownloadProcessorOptions {
   readonly canWrite?: (jobId: string) => boolean;
   /** Bytes just written to disk (for metrics). */
   readonly onBytes?: (bytes: number) => void;
+  /** Writes small artifacts and manifests whole (file-writer.ts). Default: the process-wide one. */
+  readonly fileWriter?: FileWriter;
 }
 
 type Log = (message: string) => void;
@@ -92,6 +95,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
         // The job's first start: no earlier run can have left a .part of it to resume.
         fresh: job.attemptsStarted <= 1 && job.stalledCounter === 0,
         ensureDir,
+        fileWriter: options.fileWriter,
         onStart: (total, resumedFrom) => {
           if (total !== undefined && total !== countedTotal) {
             progress.update({ bytes_total: total - countedTotal });
@@ -140,7 +144,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       source: module.buildUrl,
       completed_at: new Date().toISOString(),
       files: manifestFiles,
-    });
+    }, options.fileWriter);
     return records;
   };
 

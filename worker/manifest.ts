@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { stat, writeFile, rename, readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { hashFile } from './download-file.js';
+import { sharedFileWriter, type FileWriter } from './file-writer.js';
 import { resolveInside } from './safe-path.js';
 
 export const MANIFEST_NAME = '.ferry-manifest.json';
@@ -21,15 +22,15 @@ const ManifestSchema = z.object({
 export type Manifest = z.infer<typeof ManifestSchema>;
 
 /**
- * Writes the manifest of a completed module folder atomically (temporary file, then rename). It is
- * written last, after every file was fsynced and renamed, so its presence means "complete".
+ * Writes the manifest of a completed module folder atomically (temporary file, fsynced, then renamed,
+ * in one trip to `writer`'s thread). It is written last, after every file was fsynced and renamed,
+ * so its presence means "complete".
  */
-export async function writeManifest(moduleDir: string, manifest: Manifest): Promise<void> {
+export async function writeManifest(moduleDir: string, manifest: Manifest, writer: FileWriter = sharedFileWriter()): Promise<void> {
   const target = path.join(moduleDir, MANIFEST_NAME);
   // A unique temporary name: two jobs finishing the same module never share it.
   const temporary = `${target}.${randomUUID()}.part`;
-  await writeFile(temporary, `${JSON.stringify(manifest, null, 2)}\n`, { flush: true });
-  await rename(temporary, target);
+  await writer.writeAndRename(temporary, Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`), target);
 }
 
 /**

@@ -25,6 +25,14 @@ describe('loadConfig', () => {
     expect(config.artifactInclude).toEqual(['a/**/*.xml', 'b.txt']);
   });
 
+  it('DOWNLOAD_WRITER_THREADS: 2 by default, 1 to 16 accepted, anything else refused', () => {
+    expect(loadConfig({ JENKINS_URL: 'https://j.example/' }).transfer.writerThreads).toBe(2);
+    expect(loadConfig({ JENKINS_URL: 'https://j.example/', DOWNLOAD_WRITER_THREADS: '16' }).transfer.writerThreads).toBe(16);
+    for (const bad of ['0', '17', '1.5', 'two']) {
+      expect(() => loadConfig({ JENKINS_URL: 'https://j.example/', DOWNLOAD_WRITER_THREADS: bad })).toThrow(/DOWNLOAD_WRITER_THREADS/);
+    }
+  });
+
   it("DOWNLOAD_WRITE_MODE: 'direct' by default, 'buffered' when chosen, anything else refused", () => {
     expect(loadConfig({ JENKINS_URL: 'https://j.example/' }).transfer.writeMode).toBe('direct');
     expect(loadConfig({ JENKINS_URL: 'https://j.example/', DOWNLOAD_WRITE_MODE: 'buffered' }).transfer.writeMode).toBe('buffered');

@@ -1,0 +1,96 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createFileWriter, type FileWriter } from '../../worker/file-writer.js';
+
+describe('createFileWriter: small files written, fsynced and renamed by writer threads', () => {
+  let dir: string;
+  let writer: FileWriter;
+  let n = 0;
+  const names = () => {
+    n += 1;
+    return { part: path.join(dir, `f${n}.job.part`), target: path.join(dir, `f${n}`) };
+  };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'ferry-file-writer-'));
+    writer = createFileWriter({ threads: 2 });
+  });
+  afterAll(async () => {
+    await writer.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('puts the bytes under the target and leaves nothing at the temporary name', async () => {
+    const { part, target } = names();
+    const bytes = randomBytes(10_000);
+    await writer.writeAndRename(part, bytes, target);
+    expect(await readFile(target)).toEqual(bytes);
+    await expect(readFile(part)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('writes only the view it is given (a slice of a larger buffer), and an empty file', async () => {
+    const whole = randomBytes(8_192);
+    const slice = whole.subarray(100, 1_100);
+    const first = names();
+    await writer.writeAndRename(first.part, slice, first.target);
+    expect(await readFile(first.target)).toEqual(Buffer.from(whole.subarray(100, 1_100)));
+    const empty = names();
+    await writer.writeAndRename(empty.part, Buffer.alloc(0), empty.target);
+    expect((await readFile(empty.target)).length).toBe(0);
+  });
+
+  it('replaces an existing target whole, and truncates a stale temporary file', async () => {
+    const { part, target } = names();
+    await writeFile(target, 'old content that is longer than the new one');
+    await writeFile(part, 'a stale partial file, longer than the new bytes too');
+    await writer.writeAndRename(part, Buffer.from('new'), target);
+    expect(await readFile(target, 'utf8')).toBe('new');
+  });
+
+  it('200 concurrent writes over two threads all land, each with its own bytes', async () => {
+    const files = Array.from({ length: 200 }, () => ({ ...names(), bytes: randomBytes(1 + Math.floor(Math.random() * 20_000)) }));
+    await Promise.all(files.map((file) => writer.writeAndRename(file.part, file.bytes, file.target)));
+    // Buffer.equals, not toEqual: a deep comparison of 200 buffers byte by byte takes seconds.
+    const wrong = [];
+    for (const file of files) if (!(await readFile(file.target)).equals(file.bytes)) wrong.push(file.target);
+    expect(wrong).toEqual([]);
+    expect((await readdir(dir)).filter((name) => name.endsWith('.part'))).toEqual([]);
+  });
+
+  it('a rename that fails (a folder in the way) throws its code and syscall, and removes the temporary file', async () => {
+    const { part, target } = names();
+    await mkdir(path.join(target, 'inside'), { recursive: true });
+    const error = await writer.writeAndRename(part, Buffer.from('x'), target).then(() => null, (caught: unknown) => caught);
+    expect(error).toBeInstanceOf(Error);
+    expect(error).toMatchObject({ syscall: 'rename' });
+    expect(['EISDIR', 'ENOTEMPTY', 'EEXIST']).toContain((error as NodeJS.ErrnoException).code);
+    await expect(readFile(part)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(await readdir(target)).toEqual(['inside']);
+  });
+
+  it('an open that fails (no such folder) throws ENOENT from open', async () => {
+    const missing = path.join(dir, 'no-such-folder');
+    await expect(writer.writeAndRename(path.join(missing, 'a.part'), Buffer.from('x'), path.join(missing, 'a'))).rejects.toMatchObject({
+      code: 'ENOENT',
+      syscall: 'open',
+    });
+  });
+
+  it('close() waits for the writes in flight; a write after it is refused', async () => {
+    const own = createFileWriter({ threads: 1 });
+    const files = Array.from({ length: 30 }, () => ({ ...names(), bytes: randomBytes(5_000) }));
+    const writes = files.map((file) => own.writeAndRename(file.part, file.bytes, file.target));
+    await own.close();
+    // Every write had finished when close() returned: their files are in place.
+    const wrong = [];
+    for (const file of files) if (!(await readFile(file.target)).equals(file.bytes)) wrong.push(file.target);
+    expect(wrong).toEqual([]);
+    await Promise.all(writes);
+    const late = names();
+    await expect(own.writeAndRename(late.part, Buffer.from('x'), late.target)).rejects.toThrow('the file writer is closed');
+    await expect(readFile(late.target)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
