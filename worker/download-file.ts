@@ -1,4 +1,4 @@
-import { createHash, type Hash } from 'node:crypto';
+import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -32,6 +32,22 @@ export const PART_SUFFIX = '.part';
  */
 export function partPathFor(target: string, jobId: string): string {
   return `${target}.${jobId}${PART_SUFFIX}`;
+}
+
+/**
+ * A temporary name of its own for one small file's one write (`<target>.<nonce>.<job id>.part`,
+ * still the sweeper's pattern): a worker that took the job over after a stall uses the job's own
+ * `.part` name, so two owners' writes of a small file never share (or truncate) one file.
+ */
+function uniquePartPath(job: ArtifactDownload): string {
+  const nonce = randomBytes(6).toString('hex');
+  const ownSuffix = job.partPath.startsWith(`${job.target}.`) ? job.partPath.slice(job.target.length) : PART_SUFFIX;
+  return `${job.target}.${nonce}${ownSuffix}`;
+}
+
+/** The body does not match the MD5 fingerprint Jenkins published (false when there is none). */
+function md5Mismatch(job: ArtifactDownload, md5: string | undefined): boolean {
+  return job.expectedMd5 !== undefined && md5 !== job.expectedMd5.toLowerCase();
 }
 
 /** What is recorded beside a .part, so a changed artifact restarts instead of splicing two versions. */
@@ -256,13 +272,14 @@ function readSmallBody(
  */
 async function placeSmallFile(job: ArtifactDownload, bytes: Buffer): Promise<void> {
   try {
-    await (job.fileWriter ?? sharedFileWriter()).writeAndRename(job.partPath, bytes, job.target);
+    await (job.fileWriter ?? sharedFileWriter()).writeAndRename(uniquePartPath(job), bytes, job.target);
   } catch (error) {
     const { code, syscall } = error as NodeJS.ErrnoException;
     if (code === 'ENOSPC') {
       throw new AppError('DISK_FULL', `not enough free disk space for ${displayUrl(job.url)}: ${bytes.length} bytes could not be written in ${path.dirname(job.partPath)}`);
     }
-    // A target that cannot be replaced (a folder in the way, no permission) will not change on a retry.
+    // As when a big file's rename fails: reported as it is, not retried here (a folder in the way,
+    // no permission); the job's next attempt, if any, starts the file again.
     if (syscall === 'rename') throw error;
     throw new RetryableError('TRANSFER_INTERRUPTED', `writing ${displayUrl(job.url)} failed: ${(error as Error).message}`, { cause: error });
   }
@@ -436,10 +453,11 @@ async function smallTry(job: ArtifactDownload, response: ArtifactResponse, total
   }
   const result = { size: bytes.length, sha256: sha256.digest('hex'), ...(md5 ? { md5: md5.digest('hex') } : {}) };
   // A body that does not match its fingerprint is never written: the caller discards it and asks again.
-  if (job.expectedMd5 !== undefined && result.md5 !== job.expectedMd5.toLowerCase()) return result;
+  if (md5Mismatch(job, result.md5)) return result;
   // The lease is checked here, before the one trip that writes and renames, rather than between the
-  // fsync and the rename as for a big file: the file renamed is complete and verified either way,
-  // and a new owner of the job writes its own `.part` (partPathFor) and renames the same bytes.
+  // fsync and the rename as for a big file. Should the lease run out during the trip (a stuck disk),
+  // the file renamed is still complete and verified, under a temporary name no other owner uses
+  // (uniquePartPath), and a new owner of the job renames the same bytes over it.
   if (!canWrite()) throw new LeaseLostError();
   await placeSmallFile(job, bytes);
   job.onProgress(bytes.length);
@@ -464,7 +482,7 @@ export async function fetchArtifact(jenkins: JenkinsClient, job: ArtifactDownloa
       label,
       job.onNote,
     );
-    if (job.expectedMd5 !== undefined && result.md5 !== job.expectedMd5.toLowerCase()) {
+    if (md5Mismatch(job, result.md5)) {
       await rm(job.partPath, { force: true });
       await rm(metaPath, { force: true });
       const message = `MD5 mismatch for ${label}: expected ${job.expectedMd5}, got ${result.md5 ?? 'none'}`;
@@ -479,6 +497,9 @@ export async function fetchArtifact(jenkins: JenkinsClient, job: ArtifactDownloa
     }
     // A file small enough to be written in one go never had a resume record (RESUME_MIN_BYTES).
     if (result.size >= RESUME_MIN_BYTES || state.tries > 1 || job.fresh !== true) await rm(metaPath, { force: true });
+    // A small file placed from its own temporary name: an earlier try's `.part` (a resume that the
+    // server answered with the whole, now small, body) is left over.
+    if (result.placed === true && (state.tries > 1 || job.fresh !== true)) await rm(job.partPath, { force: true });
     return { size: result.size, sha256: result.sha256 };
   }
 }

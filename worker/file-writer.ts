@@ -29,9 +29,12 @@ export interface FileWriter {
 export interface FileWriterOptions {
   /** Writer threads, started on first use (default 2: fsyncs of concurrent jobs overlap). */
   readonly threads?: number;
+  /** The threads' code, for tests only (e.g. a thread that dies); default the real one. */
+  readonly threadSource?: string;
 }
 
-const THREAD_SOURCE = `
+/** The threads' code (exported for tests that build a variant of it). */
+export const THREAD_SOURCE = `
 const fs = require('node:fs');
 const { parentPort } = require('node:worker_threads');
 parentPort.on('message', ({ id, partPath, bytes, target }) => {
@@ -39,7 +42,11 @@ parentPort.on('message', ({ id, partPath, bytes, target }) => {
   try {
     fd = fs.openSync(partPath, 'w');
     let offset = 0;
-    while (offset < bytes.length) offset += fs.writeSync(fd, bytes, offset, bytes.length - offset, offset);
+    while (offset < bytes.length) {
+      const written = fs.writeSync(fd, bytes, offset, bytes.length - offset, offset);
+      if (written <= 0) throw Object.assign(new Error('write wrote nothing'), { code: 'EIO', syscall: 'write' });
+      offset += written;
+    }
     fs.fsyncSync(fd);
     const opened = fd;
     fd = undefined;
@@ -93,8 +100,9 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
   };
 
   const start = (): Slot => {
-    const thread = new Worker(THREAD_SOURCE, { eval: true, name: 'ferry-file-writer' });
+    const thread = new Worker(options.threadSource ?? THREAD_SOURCE, { eval: true, name: 'ferry-file-writer' });
     const slot: Slot = { thread, pending: new Map() };
+    let dead = false;
     thread.unref();
     thread.on('message', (answer: ThreadAnswer) => {
       const waiting = slot.pending.get(answer.id);
@@ -106,6 +114,9 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
     });
     // A thread that dies fails what it held (the caller's retry writes it again) and is replaced on next use.
     const lost = (reason: string) => {
+      // 'error' is followed by 'exit': the first one settles everything.
+      if (dead) return;
+      dead = true;
       const index = slots.indexOf(slot);
       if (index >= 0) slots.splice(index, 1);
       for (const waiting of slot.pending.values()) waiting.reject(new Error(`the file writer thread stopped (${reason})`));
@@ -134,8 +145,15 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
       return new Promise<void>((resolve, reject) => {
         slot.pending.set(id, { resolve, reject });
         if (slot.pending.size === 1) slot.thread.ref();
-        // The bytes are copied to the thread (structured clone): the caller's buffer stays its own.
-        slot.thread.postMessage({ id, partPath, bytes, target });
+        try {
+          // The bytes are copied to the thread (structured clone): the caller's buffer stays its own.
+          slot.thread.postMessage({ id, partPath, bytes, target });
+        } catch (error) {
+          // Not sent (bytes that cannot be cloned, a detached buffer): nothing is left waiting for it.
+          slot.pending.delete(id);
+          settled(slot);
+          reject(error as Error);
+        }
       });
     },
     async close() {

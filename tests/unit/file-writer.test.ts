@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createFileWriter, type FileWriter } from '../../worker/file-writer.js';
+import { createFileWriter, THREAD_SOURCE, type FileWriter } from '../../worker/file-writer.js';
 
 describe('createFileWriter: small files written, fsynced and renamed by writer threads', () => {
   let dir: string;
@@ -93,4 +93,36 @@ describe('createFileWriter: small files written, fsynced and renamed by writer t
     await expect(own.writeAndRename(late.part, Buffer.from('x'), late.target)).rejects.toThrow('the file writer is closed');
     await expect(readFile(late.target)).rejects.toMatchObject({ code: 'ENOENT' });
   });
+  it('a thread that dies fails its write and the writes queued behind it; the next write gets a new thread', async () => {
+    const handler = "parentPort.on('message', ({ id, partPath, bytes, target }) => {";
+    expect(THREAD_SOURCE).toContain(handler);
+    // The real thread, except that it exits (as a crash would) when asked to write a `.die.part`.
+    const dying = THREAD_SOURCE.replace(handler, `${handler}\n  if (partPath.endsWith('.die.part')) process.exit(3);`);
+    const own = createFileWriter({ threads: 1, threadSource: dying });
+    try {
+      const doomed = names();
+      const queued = names();
+      const first = own.writeAndRename(`${doomed.target}.die.part`, Buffer.from('a'), doomed.target);
+      const second = own.writeAndRename(queued.part, Buffer.from('b'), queued.target);
+      await expect(first).rejects.toThrow('the file writer thread stopped (exit code 3)');
+      await expect(second).rejects.toThrow('the file writer thread stopped (exit code 3)');
+      await expect(readFile(doomed.target)).rejects.toMatchObject({ code: 'ENOENT' });
+      const after = names();
+      await own.writeAndRename(after.part, Buffer.from('c'), after.target);
+      expect(await readFile(after.target, 'utf8')).toBe('c');
+    } finally {
+      await own.close();
+    }
+  });
+
+  it('bytes that cannot be sent to a thread (a detached buffer) are refused, and leave nothing waiting: close() returns', async () => {
+    const own = createFileWriter({ threads: 1 });
+    const backing = new ArrayBuffer(16);
+    const view = new Uint8Array(backing);
+    structuredClone(backing, { transfer: [backing] });
+    const { part, target } = names();
+    await expect(own.writeAndRename(part, view, target)).rejects.toThrow();
+    await own.close();
+    await expect(readFile(target)).rejects.toMatchObject({ code: 'ENOENT' });
+  }, 5_000);
 });
