@@ -428,8 +428,9 @@ async function tryOnce(
 /**
  * A try for a body under RESUME_MIN_BYTES with a Content-Length, from zero: read into memory while
  * hashing (the stall watch and the lease apply as on the streaming path), then checked against its
- * fingerprint, and written, fsynced and renamed in one go. No free-space check ahead (a statfs per file was a large share of the cost of small
- * artifacts): a full disk fails the write itself, as DISK_FULL.
+ * fingerprint, and written, fsynced and renamed in one go. No free-space check ahead (a statfs per
+ * file was a large share of the cost of small artifacts): a full disk fails the write itself, as
+ * DISK_FULL.
  */
 async function smallTry(job: ArtifactDownload, response: ArtifactResponse, total: number, wantMd5: boolean): Promise<TryResult> {
   const sha256 = createHash('sha256');

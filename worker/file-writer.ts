@@ -91,18 +91,16 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
   const slots: Slot[] = [];
   let nextId = 0;
   let closed = false;
-  const drained = new Set<() => void>();
-  const inFlight = () => slots.reduce((sum, slot) => sum + slot.pending.size, 0);
+  /** Every write not yet answered, for close() to wait on. */
+  const writes = new Set<Promise<void>>();
+  // An idle thread does not keep the process alive; one with writes in flight does.
   const settled = (slot: Slot) => {
-    // An idle thread does not keep the process alive; one with writes in flight does.
     if (slot.pending.size === 0) slot.thread.unref();
-    if (inFlight() === 0) for (const done of drained) done();
   };
 
   const start = (): Slot => {
     const thread = new Worker(options.threadSource ?? THREAD_SOURCE, { eval: true, name: 'ferry-file-writer' });
     const slot: Slot = { thread, pending: new Map() };
-    let dead = false;
     thread.unref();
     thread.on('message', (answer: ThreadAnswer) => {
       const waiting = slot.pending.get(answer.id);
@@ -113,10 +111,8 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
       settled(slot);
     });
     // A thread that dies fails what it held (the caller's retry writes it again) and is replaced on next use.
+    // 'error' is followed by 'exit': the second call finds nothing left to fail.
     const lost = (reason: string) => {
-      // 'error' is followed by 'exit': the first one settles everything.
-      if (dead) return;
-      dead = true;
       const index = slots.indexOf(slot);
       if (index >= 0) slots.splice(index, 1);
       for (const waiting of slot.pending.values()) waiting.reject(new Error(`the file writer thread stopped (${reason})`));
@@ -142,7 +138,7 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
       if (closed) return Promise.reject(new Error('the file writer is closed'));
       const slot = pick();
       const id = nextId++;
-      return new Promise<void>((resolve, reject) => {
+      const write = new Promise<void>((resolve, reject) => {
         slot.pending.set(id, { resolve, reject });
         if (slot.pending.size === 1) slot.thread.ref();
         try {
@@ -155,18 +151,14 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
           reject(error as Error);
         }
       });
+      writes.add(write);
+      const forget = () => void writes.delete(write);
+      write.then(forget, forget);
+      return write;
     },
     async close() {
       closed = true;
-      if (inFlight() > 0) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            drained.delete(done);
-            resolve();
-          };
-          drained.add(done);
-        });
-      }
+      await Promise.allSettled([...writes]);
       await Promise.all(slots.splice(0).map((slot) => slot.thread.terminate()));
     },
   };

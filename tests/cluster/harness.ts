@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { freeClusterPorts, freePort } from '../helpers/redis-server.js';
+import { freeClusterPorts, freePort, recordOutput } from '../helpers/redis-server.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const run = promisify(execFile);
@@ -22,18 +22,13 @@ export interface RedisProcess {
 async function spawnRedis(args: string[], port: number, password?: string): Promise<RedisProcess> {
   if (port === 6379) throw new Error('refusing to use port 6379');
   const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const record = (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-4_000);
-  };
-  child.stdout?.on('data', record);
-  child.stderr?.on('data', record);
+  const output = recordOutput(child);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const probe = new Redis({ host: '127.0.0.1', port, password, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
   probe.on('error', () => undefined);
   // Bounded: a redis-server that cannot start within 10 s will not.
   await waitFor(async () => {
-    if (child.exitCode !== null) throw new Error(`redis-server ${args.join(' ')} exited with ${child.exitCode}: ${output}`);
+    if (child.exitCode !== null) throw new Error(`redis-server ${args.join(' ')} exited with ${child.exitCode}: ${output()}`);
     try {
       await probe.connect();
       await probe.ping();

@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeJenkins, type FakeJenkins } from '../helpers/fake-jenkins.js';
 import { startScript, waitReady, type ChildService } from '../helpers/processes.js';
-import { freePort } from '../helpers/redis-server.js';
+import { freePort, recordOutput } from '../helpers/redis-server.js';
 import { withFreshPorts } from './harness.js';
 import { logLines, openSse } from '../helpers/sse-client.js';
 import { getJson, postJson } from '../helpers/system.js';
@@ -65,12 +65,7 @@ async function spawnTlsRedis(pki: Pki, extra: string[], password: string, cluste
 async function spawnTls(pki: Pki, args: string[], port: number, password: string | undefined): Promise<TlsRedis> {
   if (port === 6379) throw new Error('refusing to use port 6379');
   const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const record = (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-4_000);
-  };
-  child.stdout?.on('data', record);
-  child.stderr?.on('data', record);
+  const output = recordOutput(child);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const kill = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
@@ -80,7 +75,7 @@ async function spawnTls(pki: Pki, args: string[], port: number, password: string
   try {
     // Bounded: a redis-server that cannot start within 10 s will not.
     await waitFor(async () => {
-      if (child.exitCode !== null) throw new Error(`redis-server ${args.join(' ')} exited with ${child.exitCode}: ${output}`);
+      if (child.exitCode !== null) throw new Error(`redis-server ${args.join(' ')} exited with ${child.exitCode}: ${output()}`);
       const probe = new Redis({ host: '127.0.0.1', port, ...(password ? { password } : {}), tls: { ca: [pki.ca] }, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
       probe.on('error', () => undefined);
       try {

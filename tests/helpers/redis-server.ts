@@ -35,6 +35,17 @@ export async function freeClusterPorts(): Promise<{ port: number; busPort: numbe
   return { port, busPort };
 }
 
+/** Keeps the last `keep` characters a child process printed (stdout and stderr), for error messages. */
+export function recordOutput(child: ChildProcess, keep = 4_000): () => string {
+  let output = '';
+  const record = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-keep);
+  };
+  child.stdout?.on('data', record);
+  child.stderr?.on('data', record);
+  return () => output;
+}
+
 export interface RedisServer {
   readonly url: string;
   readonly port: number;
