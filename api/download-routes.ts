@@ -9,9 +9,9 @@ import { callerScope, createAuth, principalOf, type Auth } from './auth.js';
 import type { CancelOutcome } from './cancel-job.js';
 import { setRateHeaders, type SubmitRateLimit } from './rate-limit.js';
 import { createStreamTokens } from './stream-tokens.js';
-import type { JobStore } from './job-store.js';
+import type { JobStore, SubmitResult } from './job-store.js';
 import type { PlainRoute } from './plain-route.js';
-import { LogsQuerySchema, ListQuerySchema, parseOrThrow, validateBatch, validateSubmission } from './request-schemas.js';
+import { LogsQuerySchema, ListQuerySchema, parseOrThrow, validateBatch, validateBulk, validateSubmission, type ValidatedSubmission } from './request-schemas.js';
 
 export interface DownloadRoutesOptions {
   readonly jenkinsUrl: string;
@@ -101,18 +101,47 @@ function submitHandlers({ jenkinsUrl, jobStore, auth, submitLimit, idempotency }
     const { jobId, deduplicated, status, budget: spent } = await jobStore.submit({ ...submission, submitted_by: { role: role ?? 'read', label } }, { budget });
     if (budget && spent) setRateHeaders(res, budget.points, spent.consumed);
     // 202: a new job was queued; 200: an identical pending or running job answers instead.
-    res.status(deduplicated ? 200 : 202).json({
-      job_id: jobId,
-      deduplicated,
-      message: deduplicated
-        ? `Download of ${submission.job_url} for release ${submission.release} is already ${status} as job ${jobId}`
-        : `Download of ${submission.job_url} for release ${submission.release} accepted`,
-      logs_url: `${BASE}/download/${jobId}`,
-      status_url: `${BASE}/download/${jobId}/status`,
-    });
+    res.status(deduplicated ? 200 : 202).json(submitAnswer(submission, { jobId, deduplicated, status }));
   };
   // The rate limit is spent inside the submit (after validation and Idempotency-Key, with the
   // dedup claim: one Redis round trip for both); a replayed answer spends nothing.
+  return [auth.require('write'), idempotency, submit];
+}
+
+/** The answer to one submission: the job made for it, or the pending or running one it matched. */
+function submitAnswer(submission: ValidatedSubmission, result: SubmitResult) {
+  const { jobId, deduplicated, status } = result;
+  return {
+    job_id: jobId,
+    deduplicated,
+    message: deduplicated
+      ? `Download of ${submission.job_url} for release ${submission.release} is already ${status} as job ${jobId}`
+      : `Download of ${submission.job_url} for release ${submission.release} accepted`,
+    logs_url: `${BASE}/download/${jobId}`,
+    status_url: `${BASE}/download/${jobId}/status`,
+  };
+}
+
+/** `POST .../downloads`: several downloads in one request (a tracker submitting a release's builds). */
+export const BULK_SUBMIT_PATH = `${BASE}/downloads`;
+
+/**
+ * The bulk submit's handlers: the whole body is validated first (one bad download refuses the
+ * request, nothing enqueued), then one rate-limit point per download is spent, then every download
+ * is deduplicated and the new jobs added together (api/job-store.ts submitMany). 202 when at least
+ * one new job was made, 200 when every download matched a pending or running job.
+ */
+function bulkSubmitHandlers({ jenkinsUrl, jobStore, auth, submitLimit, idempotency }: SubmitRouteOptions): RequestHandler[] {
+  const submit: RequestHandler = async (req, res) => {
+    if (!req.is('application/json')) throw new ValidationError('Content-Type must be application/json');
+    const submissions = validateBulk(req.body, jenkinsUrl);
+    await submitLimit?.spend(req, res, submissions.length);
+    const { role, label } = principalOf(res);
+    const submittedBy = { role: role ?? 'read', label };
+    const results = await jobStore.submitMany(submissions.map((submission) => ({ ...submission, submitted_by: submittedBy })));
+    const jobs = submissions.map((submission, index) => ({ job_url: submission.job_url, ...submitAnswer(submission, results[index] as SubmitResult) }));
+    res.status(results.some((result) => !result.deduplicated) ? 202 : 200).json({ jobs });
+  };
   return [auth.require('write'), idempotency, submit];
 }
 
@@ -154,6 +183,7 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
   const idempotency = submitIdempotency(options.idempotency ?? jobStore.idempotency, options.idempotencyScope);
 
   router.post(SUBMIT_PATH, ...submitHandlers({ ...options, auth, idempotency, submitLimit: options.submitLimit }));
+  router.post(BULK_SUBMIT_PATH, ...bulkSubmitHandlers({ ...options, auth, idempotency, submitLimit: options.submitLimit }));
 
   // The tracker's "download selected": several builds as one batch job (see worker/batch-coordinator.ts).
   router.post(`${BASE}/download-selected`, write, submitLimit, idempotency, async (req, res) => {

@@ -135,6 +135,13 @@ export interface JobStore {
    * running: then that job is returned with `deduplicated: true`. Race-free across API processes.
    */
   submit(data: Omit<JobData, 'accepted_at'>, options?: SubmitOptions): Promise<SubmitResult>;
+  /**
+   * Several downloads at once (`POST .../downloads`), each deduplicated as {@link submit} does, in
+   * the order given; the same dedup key twice in one call gives one job. The claims go to Redis
+   * together and the new jobs are added in one transaction (BullMQ addBulk): all of them or, on an
+   * error, none (their claims are given back). Spends no rate budget: the caller spends it first.
+   */
+  submitMany(data: ReadonlyArray<Omit<JobData, 'accepted_at'>>): Promise<SubmitResult[]>;
   /** Enqueues a "download selected" batch; returns its id. */
   submitBatch(builds: BatchItem[], options?: { skipExisting?: boolean; artifacts?: string[]; submittedBy?: Submitter }): Promise<string>;
   /** One job's status, or null when unknown. Costs the same whatever the queue depth. */
@@ -275,17 +282,18 @@ export function createJobStore(options: JobStoreOptions): JobStore {
    * Adds the job whose id the caller has just claimed the dedup pointer for (and entered in the
    * job index: api/dedup-claim.ts).
    */
+  const jobOptions = (jobId: string) => ({
+    jobId,
+    attempts: options.attempts,
+    backoff: { type: 'exponential', delay: 5_000 },
+    removeOnComplete: { age: options.jobTtlSeconds },
+    removeOnFail: { age: options.jobTtlSeconds },
+  });
   const enqueue = async (request: Omit<JobData, 'accepted_at'>, jobId: string, pointerKey: string): Promise<SubmitResult> => {
     const claimed = formatPointer('claimed', jobId);
     const data: JobData = { ...request, accepted_at: new Date().toISOString() };
     try {
-      await queue.add('download', data, {
-        jobId,
-        attempts: options.attempts,
-        backoff: { type: 'exponential', delay: 5_000 },
-        removeOnComplete: { age: options.jobTtlSeconds },
-        removeOnFail: { age: options.jobTtlSeconds },
-      });
+      await queue.add('download', data, jobOptions(jobId));
     } catch (error) {
       // Give the key back so the next submit need not wait out the claim grace.
       await compareAndSet(redis, pointerKey, claimed, null).catch(() => false);
@@ -299,48 +307,110 @@ export function createJobStore(options: JobStoreOptions): JobStore {
     return { jobId, deduplicated: false, status: 'pending' };
   };
 
+  /** One submission's dedup pointer, its would-be job id and the claim it writes. */
+  const prepare = (request: Omit<JobData, 'accepted_at'>) => {
+    const jobId = newJobId();
+    return { request, jobId, pointerKey: keys.dedup(dedupFingerprint(request)), claim: formatPointer('claimed', jobId) };
+  };
+  type Prepared = ReturnType<typeof prepare>;
+  const claimKey = (prepared: Prepared, replacing?: string, budget?: RateBudget) =>
+    claimDedupKey(redis, {
+      pointerKey: prepared.pointerKey,
+      indexKey: keys.jobIndex,
+      claim: prepared.claim,
+      ttlMs: dedup.pointerTtlMs,
+      jobId: prepared.jobId,
+      budget,
+      ...(replacing === undefined ? {} : { replacing }),
+    });
+  /**
+   * From a claim's outcome to the answer: this job (enqueued by `enqueueClaimed` once claimed), or
+   * the pending or running job holding the key. One pointer per dedup key names the job holding it.
+   * Claiming is SET NX, replacing a stale pointer is compare-and-set, so of any number of concurrent
+   * submits (in any number of API processes) exactly one enqueues; the others answer with its job.
+   * Whether the pointed job still holds the key is decided by its status, as GET .../status derives it.
+   */
+  const settle = async (
+    prepared: Prepared,
+    first: ClaimOutcome,
+    enqueueClaimed: () => Promise<SubmitResult> = () => enqueue(prepared.request, prepared.jobId, prepared.pointerKey),
+  ): Promise<SubmitResult> => {
+    const deadline = Date.now() + dedup.settleMs;
+    for (let outcome = first; ; outcome = await claimKey(prepared)) {
+      if (outcome.claimed) return enqueueClaimed();
+      const held = outcome.held;
+      if (held !== null) {
+        const pointer = parsePointer(held);
+        const view = pointer ? await get(pointer.jobId) : null;
+        if (pointer && view && (view.status === 'pending' || view.status === 'running')) {
+          return { jobId: pointer.jobId, deduplicated: true, status: view.status };
+        }
+        // Stale: unreadable, the job finished, the job was removed after being queued, or the
+        // claimer never queued it within the grace (it crashed or lost Redis).
+        const stale =
+          !pointer || view !== null || pointer.state === 'queued' || Date.now() - pointer.claimedAt > dedup.claimGraceMs;
+        if (stale && (await claimKey(prepared, held)).claimed) return enqueueClaimed();
+        // Otherwise another request claimed the key moments ago and is adding its job, or
+        // replaced the pointer before us: look again shortly.
+      }
+      if (Date.now() > deadline) {
+        throw new ConflictError('An identical download is being submitted by another request; try again shortly');
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  };
+
   return {
     async submit(request, submitOptions = {}) {
-      // One pointer per dedup key names the job holding it. Claiming is SET NX, replacing a stale
-      // pointer is compare-and-set, so of any number of concurrent submits (in any number of API
-      // processes) exactly one enqueues; the others answer with its job. Whether the pointed job
-      // still holds the key is decided by its status, derived as GET .../status derives it.
-      const pointerKey = keys.dedup(dedupFingerprint(request));
-      const jobId = newJobId();
-      const claim = formatPointer('claimed', jobId);
-      const deadline = Date.now() + dedup.settleMs;
-      const claimKey = (replacing?: string, budget?: RateBudget) =>
-        claimDedupKey(redis, { pointerKey, indexKey: keys.jobIndex, claim, ttlMs: dedup.pointerTtlMs, jobId, budget, ...(replacing === undefined ? {} : { replacing }) });
-      /** From the first claim's outcome to the answer: this job, or the one holding the key. */
-      const settle = async (first: ClaimOutcome): Promise<SubmitResult> => {
-        for (let outcome = first; ; outcome = await claimKey()) {
-          if (outcome.claimed) return enqueue(request, jobId, pointerKey);
-          const held = outcome.held;
-          if (held !== null) {
-            const pointer = parsePointer(held);
-            const view = pointer ? await get(pointer.jobId) : null;
-            if (pointer && view && (view.status === 'pending' || view.status === 'running')) {
-              return { jobId: pointer.jobId, deduplicated: true, status: view.status };
-            }
-            // Stale: unreadable, the job finished, the job was removed after being queued, or the
-            // claimer never queued it within the grace (it crashed or lost Redis).
-            const stale =
-              !pointer || view !== null || pointer.state === 'queued' || Date.now() - pointer.claimedAt > dedup.claimGraceMs;
-            if (stale && (await claimKey(held)).claimed) return enqueue(request, jobId, pointerKey);
-            // Otherwise another request claimed the key moments ago and is adding its job, or
-            // replaced the pointer before us: look again shortly.
-          }
-          if (Date.now() > deadline) {
-            throw new ConflictError('An identical download is being submitted by another request; try again shortly');
-          }
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        }
-      };
+      const prepared = prepare(request);
       // The budget is spent by the first claim only (over it, that claim throws RATE_LIMITED):
       // looking again is the same submit.
-      const first = await claimKey(undefined, submitOptions.budget);
-      const result = await settle(first);
+      const first = await claimKey(prepared, undefined, submitOptions.budget);
+      const result = await settle(prepared, first);
       return first.budget ? { ...result, budget: first.budget } : result;
+    },
+
+    async submitMany(requests) {
+      // The same dedup key twice in one call: one job, the later ones answer with it.
+      const byKey = new Map<string, Prepared>();
+      const entries = requests.map((request) => {
+        const prepared = prepare(request);
+        const earlier = byKey.get(prepared.pointerKey);
+        if (earlier) return { prepared: earlier, repeat: true };
+        byKey.set(prepared.pointerKey, prepared);
+        return { prepared, repeat: false };
+      });
+      const unique = [...byKey.values()];
+      // All claims in one go (ioredis writes them together); a key already held goes the single
+      // submit's way below, looking at the job that holds it.
+      const outcomes = await Promise.all(unique.map((prepared) => claimKey(prepared)));
+      const claimed = unique.filter((_, index) => outcomes[index]?.claimed);
+      if (claimed.length > 0) {
+        const acceptedAt = new Date().toISOString();
+        try {
+          await queue.addBulk(
+            claimed.map(({ request, jobId }) => ({ name: 'download', data: { ...request, accepted_at: acceptedAt }, opts: jobOptions(jobId) })),
+          );
+        } catch (error) {
+          // addBulk is one MULTI: none was added. Give every key back.
+          await Promise.all(claimed.map(({ pointerKey, claim }) => compareAndSet(redis, pointerKey, claim, null).catch(() => false)));
+          throw error;
+        }
+      }
+      const results = new Map<Prepared, SubmitResult>();
+      for (const prepared of claimed) results.set(prepared, { jobId: prepared.jobId, deduplicated: false, status: 'pending' });
+      await Promise.all(
+        unique.map(async (prepared, index) => {
+          if (results.has(prepared)) return;
+          results.set(prepared, await settle(prepared, outcomes[index] as ClaimOutcome));
+        }),
+      );
+      // WAIT (when configured) once, for the claims and jobs of the whole call.
+      if (claimed.length > 0) await confirmReplicated();
+      return entries.map(({ prepared, repeat }) => {
+        const result = results.get(prepared) as SubmitResult;
+        return repeat ? { ...result, deduplicated: true } : result;
+      });
     },
 
     get,

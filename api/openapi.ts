@@ -8,7 +8,7 @@ import {
   ProgressSchema,
   SubmitterSchema,
 } from '../shared/job-contract.js';
-import { BatchBodySchema, IdempotencyKeySchema, ListQuerySchema, LogsQuerySchema, SubmitBodySchema } from './request-schemas.js';
+import { BatchBodySchema, BulkBodySchema, IdempotencyKeySchema, ListQuerySchema, LogsQuerySchema, SubmitBodySchema } from './request-schemas.js';
 
 /**
  * The OpenAPI 3.1 document, generated from the zod schemas the routes validate with (requests) and
@@ -44,6 +44,8 @@ export const SubmitAnswerSchema = z.object({
   logs_url: z.string(),
   status_url: z.string(),
 });
+
+export const BulkAnswerSchema = z.object({ jobs: z.array(SubmitAnswerSchema.extend({ job_url: z.string() })) });
 
 export const BatchAnswerSchema = z.object({ job_id: z.string(), message: z.string(), logs_url: z.string(), status_url: z.string() });
 export const ListAnswerSchema = z.object({ jobs: z.array(StatusViewSchema), next: z.string().nullable() });
@@ -103,6 +105,7 @@ export function examples(jenkinsUrl: string) {
   const build = `${jenkinsUrl}job/QA_Release_6.4/job/main-regression/216/`;
   return {
     submit: { job_url: build, artifacts: ['hapy/**/*.order.txt', 'hapy/reports/junit/**/*.xml'] },
+    bulk: { downloads: [{ job_url: build }, { job_url: `${jenkinsUrl}job/QA_Release_6.4/job/main-regression/217/` }] },
     batch: {
       jobs: [
         {
@@ -139,6 +142,8 @@ export function createOpenApiDocument(jenkinsUrl: string): Record<string, unknow
       schemas: {
         SubmitBody: json(SubmitBodySchema, 'input'),
         BatchBody: json(BatchBodySchema, 'input'),
+        BulkBody: json(BulkBodySchema, 'input'),
+        BulkAnswer: json(BulkAnswerSchema),
         SubmitAnswer: json(SubmitAnswerSchema),
         BatchAnswer: json(BatchAnswerSchema),
         Status: json(StatusViewSchema),
@@ -177,6 +182,18 @@ export function createOpenApiDocument(jenkinsUrl: string): Record<string, unknow
         },
       },
       [`${base}/downloads`]: {
+        post: {
+          summary: 'Submit up to 100 downloads at once (write role); one rate-limit point each',
+          description:
+            'Each download is validated and deduplicated as POST /download does; one invalid download refuses the whole request (400, each problem named by its place, nothing enqueued). The answer lists one job per download, in order.',
+          parameters: [idempotencyHeader],
+          requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/BulkBody' }, examples: { tracker: { value: sample.bulk } } } } },
+          responses: {
+            '202': ok('At least one new job', 'BulkAnswer'),
+            '200': ok('Every download matched a pending or running job', 'BulkAnswer'),
+            ...errors(400, 401, 403, 409, 413, 429, 503),
+          },
+        },
         get: {
           summary: 'Jobs, newest first (read role)',
           parameters: queryParameters(ListQuerySchema),

@@ -43,6 +43,11 @@ export interface SubmitRateLimit {
   readonly middleware: RequestHandler;
   /** The caller's budget, for the single submit, which spends it inside its claim script. */
   budget(req: Request, res: Response): RateBudget;
+  /**
+   * Spends `points` of the caller's budget at once (the bulk submit: one per download), setting the
+   * `RateLimit-*` headers; over budget it throws RATE_LIMITED and spends nothing.
+   */
+  spend(req: Request, res: Response, points: number): Promise<void>;
 }
 
 /** `RateLimit-*` headers of an answer that spent a point; `consumed` counts it. */
@@ -72,21 +77,31 @@ export function createSubmitRateLimit(options: RateLimitOptions): SubmitRateLimi
     duration: 60,
     rejectIfRedisNotReady: true,
   });
-  const middleware: RequestHandler = async (req, res, next) => {
+  const spend = async (req: Request, res: Response, points: number): Promise<void> => {
+    const key = options.scope(req, res);
     try {
-      const result = await limiter.consume(options.scope(req, res));
+      const result = await limiter.consume(key, points);
       setRateHeaders(res, options.perMinute, result.consumedPoints);
-      next();
     } catch (outcome) {
       if (outcome instanceof RateLimiterRes) {
-        next(rateLimited(options.perMinute, outcome.msBeforeNext));
-        return;
+        // Over budget: the points just counted are taken back, so a refused bulk submit spends nothing.
+        if (points > 1) await limiter.reward(key, points).catch(() => undefined);
+        throw rateLimited(options.perMinute, outcome.msBeforeNext);
       }
-      next(outcome instanceof Error && /not ready|closed|ECONN|Connection/i.test(outcome.message) ? new RedisUnavailableError({ cause: outcome }) : outcome);
+      throw outcome instanceof Error && /not ready|closed|ECONN|Connection/i.test(outcome.message) ? new RedisUnavailableError({ cause: outcome }) : outcome;
+    }
+  };
+  const middleware: RequestHandler = async (req, res, next) => {
+    try {
+      await spend(req, res, 1);
+      next();
+    } catch (error) {
+      next(error);
     }
   };
   return {
     middleware,
+    spend,
     budget: (req, res) => ({ key: limiter.getKey(options.scope(req, res)), points: options.perMinute, windowSeconds: 60 }),
   };
 }

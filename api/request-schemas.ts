@@ -30,6 +30,16 @@ export const BatchBodySchema = z.strictObject({
   jobs: z.array(BatchItemBodySchema).min(1).max(100),
 });
 
+/** Most downloads one `POST /api/v1/jenkins/downloads` takes. */
+export const MAX_BULK_DOWNLOADS = 100;
+
+/** Body of `POST /api/v1/jenkins/downloads`: 1 to 100 downloads, each as `POST .../download` takes it. */
+export const BulkBodySchema = z.strictObject({
+  downloads: z.array(SubmitBodySchema).min(1).max(MAX_BULK_DOWNLOADS),
+});
+
+const BulkListSchema = z.strictObject({ downloads: z.array(z.unknown()).min(1).max(MAX_BULK_DOWNLOADS) });
+
 export const ListQuerySchema = z.strictObject({
   status: z.enum(JOB_STATUSES).optional(),
   release: ReleaseSchema.optional(),
@@ -62,7 +72,7 @@ export function parseOrThrow<T extends z.ZodType>(schema: T, value: unknown, wha
   if (result.success) return result.data;
   const details = result.error.issues.map((issue) => {
     const field = issue.path.join('.');
-    if (issue.code === 'unrecognized_keys') return `unknown field(s): ${issue.keys.join(', ')}`;
+    if (issue.code === 'unrecognized_keys') return `${field ? `${field}: ` : ''}unknown field(s): ${issue.keys.join(', ')}`;
     return field ? `${field}: ${issue.message}` : issue.message;
   });
   throw new ValidationError(`Invalid ${what}: ${details.join('; ')}`, details);
@@ -115,7 +125,7 @@ export function validateSubmission(body: unknown, jenkinsUrl: string): Validated
   try {
     url = new URL(parsed.job_url);
   } catch {
-    throw new ValidationError('Invalid request body: job_url: must be an absolute http(s) URL', ['job_url']);
+    throw new ValidationError('Invalid request body: job_url: must be an absolute http(s) URL', ['job_url: must be an absolute http(s) URL']);
   }
   const problems: string[] = [];
   if (url.protocol !== 'http:' && url.protocol !== 'https:') problems.push('job_url: must be an http(s) URL');
@@ -129,10 +139,8 @@ export function validateSubmission(body: unknown, jenkinsUrl: string): Validated
   const jobUrl = url.toString();
   const release = parsed.release ?? releaseFromJobUrl(jobUrl);
   if (release === undefined) {
-    throw new ValidationError(
-      'Invalid request body: release: required when job_url has no /QA_Release_<x.y>/ segment',
-      ['release'],
-    );
+    const message = 'release: required when job_url has no /QA_Release_<x.y>/ segment';
+    throw new ValidationError(`Invalid request body: ${message}`, [message]);
   }
   const releaseCheck = ReleaseSchema.safeParse(release);
   if (!releaseCheck.success) {
@@ -140,4 +148,28 @@ export function validateSubmission(body: unknown, jenkinsUrl: string): Validated
     throw new ValidationError(`Invalid request body: ${message}`, [message]);
   }
   return { job_url: jobUrl, release, skip_existing: parsed.skip_existing, artifacts: parsed.artifacts ?? [] };
+}
+
+/**
+ * A validated bulk submit: every download checked as {@link validateSubmission} checks one; any
+ * problem in any of them refuses the whole request, naming each problem by its place
+ * (`downloads.3.job_url: ...`), so nothing is enqueued from a body that is partly wrong.
+ */
+export function validateBulk(body: unknown, jenkinsUrl: string): ValidatedSubmission[] {
+  // The list first; each download then as the single submit checks it, so every problem is named.
+  const parsed = parseOrThrow(BulkListSchema, body ?? {}, 'request body');
+  const problems: string[] = [];
+  const submissions = parsed.downloads.map((item, index) => {
+    try {
+      return validateSubmission(item, jenkinsUrl);
+    } catch (error) {
+      if (!(error instanceof ValidationError)) throw error;
+      const details = error.details.length > 0 ? error.details : [error.message];
+      // `job_url: ...` becomes `downloads.3.job_url: ...`; a message about the whole item `downloads.3: ...`.
+      problems.push(...details.map((detail) => (/^[a-z_]+(\.\d+)?: /.test(detail) ? `downloads.${index}.${detail}` : `downloads.${index}: ${detail}`)));
+      return undefined;
+    }
+  });
+  if (problems.length > 0) throw new ValidationError(`Invalid request body: ${problems.join('; ')}`, problems);
+  return submissions as ValidatedSubmission[];
 }
