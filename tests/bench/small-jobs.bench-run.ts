@@ -4,19 +4,28 @@
  * through ferry's API; jobs per second from the first submit to the last job's finishedOn. The
  * baseline, in the same run: 2 bare BullMQ worker processes (tests/bench/baselines/bare-worker.mjs)
  * with the same concurrency that read each build's api/json and write the same files, with the jobs
- * added straight to their queue. ferry's submits go over keep-alive node:http sockets
- * (createSubmitter): the bench process shares the 2 cores, and fetch's client cost per request was
- * several times what queue.add costs the baseline's submitter. For reference, the bare workers
- * also run with BARE_DURABLE=1 (each file through a temporary name, fsynced and renamed, and a
- * manifest last): the share of the gap that durable writes alone cost on this machine. The CPU of
- * every process per job is reported (workers, API, Redis, this process: fake Jenkins and submitter).
+ * added straight to their queue. For reference, the bare workers also run with BARE_DURABLE=1 (each
+ * file through a temporary name, fsynced and renamed, and a manifest last): the share of the gap
+ * that durable writes alone cost on this machine. The CPU of every process per job is reported
+ * (workers, API, Redis, this process: fake Jenkins and submitter).
+ *
+ * Submission: 2,000 builds of one module is a tracker fetching a release's builds, which ferry's API
+ * takes as bulk submits (`POST .../downloads`, 100 downloads each); the baseline adds the same
+ * batches with queue.addBulk. Once more, after the rounds, both submit one job at a time (one POST
+ * per download over keep-alive node:http sockets, createSubmitter; queue.add for the baseline): the
+ * figure for a client that submits builds one by one.
  *
  * Rounds: bare and ferry alternate ROUNDS times (one round in quick mode), each round on its own
  * builds, queue prefix and download folder, with fresh processes; the figures are the medians over
  * the rounds. One run of each varied by a third from one bench run to the next on the 2-core VM
  * (the bare workers alone: 289 to 407 jobs/s with the same code), so one pair decides nothing.
+ *
+ * File creation on this ext4 (no journal) slows down many times for minutes after many files were
+ * deleted (the allocator skips recently deleted inodes, reading their inode table blocks): the
+ * bench measures what creating a file costs before the rounds and prints it, so such a run shows.
  */
 import { execFile } from 'node:child_process';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import os from 'node:os';
@@ -37,6 +46,10 @@ const WORKERS = 2;
 const CONCURRENCY = 2;
 /** Submissions in flight at once (the API, or queue.add for the baseline). */
 const SUBMITTERS = 8;
+/** Downloads per bulk submit (and per queue.addBulk for the baseline). */
+const BULK = 100;
+/** How jobs are submitted: bulk submits (addBulk), or one at a time (queue.add). */
+type SubmitMode = 'bulk' | 'single';
 /** Alternating bare and ferry rounds. */
 const ROUNDS = QUICK ? 1 : 3;
 const run = promisify(execFile);
@@ -74,6 +87,34 @@ async function submitAll(submit: (index: number) => Promise<unknown>): Promise<v
   );
 }
 
+/** Runs `submit(first, count)` for every BULK jobs, SUBMITTERS batches at a time. */
+async function submitAllInBatches(submit: (first: number, count: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: SUBMITTERS }, async () => {
+      while (next < JOBS) {
+        const first = next;
+        next += BULK;
+        await submit(first, Math.min(BULK, JOBS - first));
+      }
+    }),
+  );
+}
+
+/** Microseconds of CPU (system and user) this process spends creating one empty file, median of 3 x 200 files. */
+async function fileCreateMicros(dir: string): Promise<number> {
+  const samples: number[] = [];
+  for (let round = 0; round < 3; round += 1) {
+    const folder = path.join(dir, `probe-${round}`);
+    mkdirSync(folder, { recursive: true });
+    const before = process.cpuUsage();
+    for (let n = 0; n < 200; n += 1) closeSync(openSync(path.join(folder, `f${n}`), 'w'));
+    const used = process.cpuUsage(before);
+    samples.push((used.user + used.system) / 200);
+  }
+  return median(samples) ?? 0;
+}
+
 /** Calls per Redis command so far (INFO commandstats). */
 async function commandCalls(redis: Redis): Promise<Map<string, number>> {
   const calls = new Map<string, number>();
@@ -107,7 +148,8 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
         artifacts: Array.from({ length: FILES_PER_JOB }, (__, file) => ({ relativePath: `hapy/reports/junit/suite-${file}.xml`, size: FILE_BYTES })),
       }),
     );
-  const rounds = Array.from({ length: ROUNDS }, (_, round) => buildsOf(round + 1));
+  // One set per round, and one more for the pair that submits one job at a time.
+  const rounds = Array.from({ length: ROUNDS + 1 }, (_, round) => buildsOf(round + 1));
 
   /** Polls the queue's completed and failed sets until every job is in one; returns the last finishedOn. */
   const waitForAll = async (prefix: string, processes: Array<{ exitCode: () => number | null; output: () => string }>) => {
@@ -142,7 +184,7 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
    * Bare workers, jobs added straight to their queue; `durable` (BARE_DURABLE=1) adds the file work
    * ferry cannot skip (temporary name, fsync, rename, a manifest), as a reference.
    */
-  const runBare = async (durable: boolean, round: number): Promise<RoundResult> => {
+  const runBare = async (durable: boolean, round: number, mode: SubmitMode = 'bulk'): Promise<RoundResult> => {
     const builds = rounds[round - 1] as string[];
     const prefix = durable ? '{bare-durable}' : `{bare-${round}}`;
     const dir = path.join(work, durable ? 'bare-durable' : `bare-${round}`);
@@ -163,7 +205,9 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
       const sharedBefore = sharedCpu();
       const callsBefore = await commandCalls(redis);
       const started = Date.now();
-      await submitAll((index) => queue.add('download', { job_url: builds[index], release: '6.4' }));
+      const data = (index: number) => ({ job_url: builds[index], release: '6.4' });
+      if (mode === 'bulk') await submitAllInBatches((first, count) => queue.addBulk(Array.from({ length: count }, (_, n) => ({ name: 'download', data: data(first + n) }))));
+      else await submitAll((index) => queue.add('download', data(index)));
       const submitSeconds = (Date.now() - started) / 1000;
       const done = await waitForAll(prefix, bareWorkers.map((w) => ({ exitCode: () => w.child.exitCode, output: w.output })));
       const cpu = processCpu(bareWorkers.map((w) => w.pid)) - cpuBefore;
@@ -172,7 +216,7 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
       const seconds = (done.lastFinishedOn - started) / 1000;
       const files = await countFiles(dir);
       report.log(
-        `${durable ? 'bare + fsync, rename, manifest' : `round ${round}, bare`}: ${done.completed} completed, ${done.failed} failed in ${seconds.toFixed(1)} s (${(JOBS / seconds).toFixed(0)} jobs/s; ` +
+        `${durable ? 'bare + fsync, rename, manifest' : `round ${round}, bare${mode === 'single' ? ', one queue.add per job' : ''}`}: ${done.completed} completed, ${done.failed} failed in ${seconds.toFixed(1)} s (${(JOBS / seconds).toFixed(0)} jobs/s; ` +
           `adds took ${submitSeconds.toFixed(1)} s); ${files} files; worker CPU ${cpu.toFixed(1)} s`,
       );
       return { seconds, cpu, apiCpu: 0, shared, commands, files, completed: done.completed };
@@ -183,7 +227,7 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
   };
 
   /** ferry: its API and 2 worker processes with the default settings (a queue prefix of the round's own). */
-  const runFerry = async (round: number): Promise<RoundResult> => {
+  const runFerry = async (round: number, mode: SubmitMode = 'bulk'): Promise<RoundResult> => {
     const builds = rounds[round - 1] as string[];
     const prefix = `{ferry-${round}}`;
     const ferryDir = path.join(work, `ferry-${round}`);
@@ -200,7 +244,8 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
       const callsBefore = await commandCalls(redis);
       const started = Date.now();
       const submitter = createSubmitter(api.url, SUBMITTERS);
-      await submitAll((index) => submitter.submit(builds[index] as string));
+      if (mode === 'bulk') await submitAllInBatches((first, count) => submitter.submitMany(builds.slice(first, first + count)));
+      else await submitAll((index) => submitter.submit(builds[index] as string));
       submitter.close();
       const submitSeconds = (Date.now() - started) / 1000;
       const done = await waitForAll(createKeys(prefix).queuePrefix, workers.map((w) => ({ exitCode: () => w.child.exitCode, output: w.output })));
@@ -211,7 +256,7 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
       const seconds = (done.lastFinishedOn - started) / 1000;
       const files = await countFiles(ferryDir);
       report.log(
-        `round ${round}, ferry: ${done.completed} completed, ${done.failed} failed in ${seconds.toFixed(1)} s (${(JOBS / seconds).toFixed(0)} jobs/s; ` +
+        `round ${round}, ferry${mode === 'single' ? ', one POST per job' : ''}: ${done.completed} completed, ${done.failed} failed in ${seconds.toFixed(1)} s (${(JOBS / seconds).toFixed(0)} jobs/s; ` +
           `submits took ${submitSeconds.toFixed(1)} s); ${files} files (with manifests); worker CPU ${cpu.toFixed(1)} s, API CPU ${apiCpu.toFixed(1)} s`,
       );
       return { seconds, cpu, apiCpu, shared, commands, files, completed: done.completed };
@@ -222,6 +267,8 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
   };
 
   try {
+    const createMicros = await fileCreateMicros(path.join(work, 'probe'));
+    report.note(`creating one empty file cost ${createMicros.toFixed(0)} us of CPU before the rounds (about 10-30 us on this disk at rest; hundreds for minutes after many deletions)`);
     const durableRun = await runBare(true, 1);
     const bareRuns: RoundResult[] = [];
     const ferryRuns: RoundResult[] = [];
@@ -229,13 +276,17 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
       bareRuns.push(await runBare(false, round));
       ferryRuns.push(await runFerry(round));
     }
+    const singleBare = await runBare(false, ROUNDS + 1, 'single');
+    const singleFerry = await runFerry(ROUNDS + 1, 'single');
     const med = (runs: RoundResult[], pick: (run: RoundResult) => number) => median(runs.map(pick));
     const rate = (run: RoundResult) => JOBS / run.seconds;
     const perJobMs = (seconds: number) => (seconds / JOBS) * 1000;
-    report.figure(`small jobs throughput (${JOBS.toLocaleString('en-US')} jobs${ROUNDS > 1 ? `, median of ${ROUNDS} rounds` : ''})`, 'jobs/s', med(ferryRuns, rate), {
+    report.figure(`small jobs throughput (${JOBS.toLocaleString('en-US')} jobs in bulk submits of ${BULK}${ROUNDS > 1 ? `, median of ${ROUNDS} rounds` : ''})`, 'jobs/s', med(ferryRuns, rate), {
       baseline: med(bareRuns, rate),
       goal: { ratioAtLeast: 0.7 },
     });
+    report.figure('the same, one submit per job (one round; reference)', 'jobs/s', rate(singleFerry), { baseline: rate(singleBare) });
+    report.figure('API CPU per job, one submit per job (reference)', 'ms', perJobMs(singleFerry.apiCpu));
     report.note(
       `small jobs per round, ferry vs bare jobs/s (ratio): ${ferryRuns
         .map((run, index) => `${rate(run).toFixed(0)} vs ${rate(bareRuns[index] as RoundResult).toFixed(0)} (${(rate(run) / rate(bareRuns[index] as RoundResult)).toFixed(2)})`)
