@@ -138,8 +138,9 @@ export interface JobStore {
   /**
    * Several downloads at once (`POST .../downloads`), each deduplicated as {@link submit} does, in
    * the order given; the same dedup key twice in one call gives one job. The claims go to Redis
-   * together and the new jobs are added in one transaction (BullMQ addBulk): all of them or, on an
-   * error, none (their claims are given back). Spends no rate budget: the caller spends it first.
+   * together and the new jobs are added in one pipeline (BullMQ addBulk, not a transaction); on an
+   * error the keys of the jobs that were not added are given back, and a retry answers with the
+   * ones that were. Spends no rate budget: the caller spends it first.
    */
   submitMany(data: ReadonlyArray<Omit<JobData, 'accepted_at'>>): Promise<SubmitResult[]>;
   /** Enqueues a "download selected" batch; returns its id. */
@@ -383,7 +384,19 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       const unique = [...byKey.values()];
       // All claims in one go (ioredis writes them together); a key already held goes the single
       // submit's way below, looking at the job that holds it.
-      const outcomes = await Promise.all(unique.map((prepared) => claimKey(prepared)));
+      const settled = await Promise.allSettled(unique.map((prepared) => claimKey(prepared)));
+      const failure = settled.find((result) => result.status === 'rejected');
+      if (failure) {
+        // Redis failed part way: give back the keys that were claimed, then fail the whole call.
+        await Promise.all(
+          unique.map(({ pointerKey, claim }, index) => {
+            const result = settled[index];
+            return result?.status === 'fulfilled' && result.value.claimed ? compareAndSet(redis, pointerKey, claim, null).catch(() => false) : false;
+          }),
+        );
+        throw failure.reason;
+      }
+      const outcomes = settled.map((result) => (result as PromiseFulfilledResult<ClaimOutcome>).value);
       const claimed = unique.filter((_, index) => outcomes[index]?.claimed);
       if (claimed.length > 0) {
         const acceptedAt = new Date().toISOString();
@@ -392,8 +405,16 @@ export function createJobStore(options: JobStoreOptions): JobStore {
             claimed.map(({ request, jobId }) => ({ name: 'download', data: { ...request, accepted_at: acceptedAt }, opts: jobOptions(jobId) })),
           );
         } catch (error) {
-          // addBulk is one MULTI: none was added. Give every key back.
-          await Promise.all(claimed.map(({ pointerKey, claim }) => compareAndSet(redis, pointerKey, claim, null).catch(() => false)));
+          // BullMQ's addBulk sends one pipeline, not a transaction: some jobs may have been added.
+          // Give back the keys of the jobs that are not in the queue; keep the others, so a retry
+          // answers with those jobs. When even that cannot be read, every claim stays and turns
+          // stale after the claim grace, as a single submit's does when its API dies mid-way.
+          const present = await Promise.all(claimed.map(({ jobId }) => redis.exists(keys.bullJob(jobId)))).catch(() => undefined);
+          if (present) {
+            await Promise.all(
+              claimed.map(({ pointerKey, claim }, index) => (present[index] === 0 ? compareAndSet(redis, pointerKey, claim, null).catch(() => false) : false)),
+            );
+          }
           throw error;
         }
       }
