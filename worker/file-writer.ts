@@ -1,8 +1,8 @@
 import { Worker } from 'node:worker_threads';
 
 /**
- * Writes small whole files durably, each in one trip to a writer thread: open, write, fsync, close
- * and rename to the final name there, with the thread's synchronous calls.
+ * Writes small whole files durably in trips to a writer thread: open, write, fsync, close and
+ * rename to the final name there, with the thread's synchronous calls.
  *
  * Why a thread and not `fs/promises`: every asynchronous file call is its own trip through libuv's
  * thread pool (a thread woken, the answer handed back to the event loop), and on the 2-core bench
@@ -11,6 +11,12 @@ import { Worker } from 'node:worker_threads';
  * microbenchmark of one job's files (three 10 kB files and a manifest, four jobs at a time) the
  * thread took 0.97 to 1.04 ms of CPU per job against 1.55 to 1.91 ms for the same calls through
  * `fs/promises` (issue 5, small jobs). The event loop never waits on the disk either way.
+ *
+ * Writes asked for in the same turn of the event loop go to a thread in one message (sent on
+ * setImmediate, so nothing waits longer than that turn), and the thread writes them all before it
+ * fsyncs, closes and renames them. Measured with the small-jobs load (one worker, 2,000 jobs, 3
+ * alternating rounds): 1.18 writes per message, 4.49 against 4.68 ms of worker CPU per job; a 1 ms
+ * gathering timer saved as much CPU again but cost throughput (each write waited), so it was not kept.
  *
  * The thread's code is a string (`eval: true`) so that the worker's bundle (bundle.mjs), tsc's
  * output and the TypeScript sources under test all start the same thread without a file to find.
@@ -33,33 +39,61 @@ export interface FileWriterOptions {
   readonly threadSource?: string;
 }
 
-/** The threads' code (exported for tests that build a variant of it). */
+/**
+ * The threads' code (exported for tests that build a variant of it). A message carries every write
+ * asked for in one turn of the caller's event loop: all are written first, then fsynced, closed and
+ * renamed, so the writes of concurrent jobs share the thread's trip and the file system's sync work
+ * (a folder's new entries are synced once for all its files rather than once per file).
+ */
 export const THREAD_SOURCE = `
 const fs = require('node:fs');
 const { parentPort } = require('node:worker_threads');
-parentPort.on('message', ({ id, partPath, bytes, target }) => {
-  let fd;
+const described = (error) => ({ message: String(error && error.message), code: error && error.code, syscall: error && error.syscall });
+const writeOne = ({ partPath, bytes }) => {
+  const fd = fs.openSync(partPath, 'w');
   try {
-    fd = fs.openSync(partPath, 'w');
     let offset = 0;
     while (offset < bytes.length) {
       const written = fs.writeSync(fd, bytes, offset, bytes.length - offset, offset);
       if (written <= 0) throw Object.assign(new Error('write wrote nothing'), { code: 'EIO', syscall: 'write' });
       offset += written;
     }
-    fs.fsyncSync(fd);
-    const opened = fd;
-    fd = undefined;
-    fs.closeSync(opened);
-    fs.renameSync(partPath, target);
-    parentPort.postMessage({ id });
   } catch (error) {
-    if (fd !== undefined) {
-      try { fs.closeSync(fd); } catch {}
-    }
-    try { fs.rmSync(partPath, { force: true }); } catch {}
-    parentPort.postMessage({ id, error: { message: String(error && error.message), code: error && error.code, syscall: error && error.syscall } });
+    try { fs.closeSync(fd); } catch {}
+    throw error;
   }
+  return fd;
+};
+parentPort.on('message', ({ items }) => {
+  const results = items.map(({ id }) => ({ id }));
+  const fds = items.map(() => undefined);
+  const fail = (index, error) => {
+    results[index].error = described(error);
+    if (fds[index] !== undefined) {
+      try { fs.closeSync(fds[index]); } catch {}
+      fds[index] = undefined;
+    }
+    try { fs.rmSync(items[index].partPath, { force: true }); } catch {}
+  };
+  items.forEach((item, index) => {
+    try { fds[index] = writeOne(item); } catch (error) { fail(index, error); }
+  });
+  items.forEach((item, index) => {
+    if (fds[index] === undefined) return;
+    try { fs.fsyncSync(fds[index]); } catch (error) { fail(index, error); }
+  });
+  items.forEach((item, index) => {
+    if (fds[index] === undefined) return;
+    const fd = fds[index];
+    fds[index] = undefined;
+    try {
+      fs.closeSync(fd);
+      fs.renameSync(item.partPath, item.target);
+    } catch (error) {
+      fail(index, error);
+    }
+  });
+  parentPort.postMessage({ results });
 });
 `;
 
@@ -74,12 +108,19 @@ interface Slot {
 }
 
 interface ThreadAnswer {
+  readonly results: ReadonlyArray<{ readonly id: number; readonly error?: { readonly message: string; readonly code?: string; readonly syscall?: string } }>;
+}
+
+/** One write waiting for the next message to a thread. */
+interface Outgoing extends Pending {
   readonly id: number;
-  readonly error?: { readonly message: string; readonly code?: string; readonly syscall?: string };
+  readonly partPath: string;
+  readonly bytes: Uint8Array;
+  readonly target: string;
 }
 
 /** The error the thread reported, rebuilt as an ErrnoException-like Error (same message and code). */
-function rebuild(reported: NonNullable<ThreadAnswer['error']>): NodeJS.ErrnoException {
+function rebuild(reported: NonNullable<ThreadAnswer['results'][number]['error']>): NodeJS.ErrnoException {
   const error: NodeJS.ErrnoException = new Error(reported.message);
   if (reported.code !== undefined) error.code = reported.code;
   if (reported.syscall !== undefined) error.syscall = reported.syscall;
@@ -103,11 +144,13 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
     const slot: Slot = { thread, pending: new Map() };
     thread.unref();
     thread.on('message', (answer: ThreadAnswer) => {
-      const waiting = slot.pending.get(answer.id);
-      if (!waiting) return;
-      slot.pending.delete(answer.id);
-      if (answer.error) waiting.reject(rebuild(answer.error));
-      else waiting.resolve();
+      for (const result of answer.results) {
+        const waiting = slot.pending.get(result.id);
+        if (!waiting) continue;
+        slot.pending.delete(result.id);
+        if (result.error) waiting.reject(rebuild(result.error));
+        else waiting.resolve();
+      }
       settled(slot);
     });
     // A thread that dies fails what it held (the caller's retry writes it again) and is replaced on next use.
@@ -133,23 +176,43 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
     return best;
   };
 
+  /** Writes asked for in this turn of the event loop, sent together on the next (setImmediate). */
+  let outgoing: Outgoing[] = [];
+  const send = (slot: Slot, items: readonly Outgoing[]) => {
+    for (const item of items) slot.pending.set(item.id, item);
+    if (slot.pending.size === items.length) slot.thread.ref();
+    // The bytes are copied to the thread (structured clone): the callers' buffers stay their own.
+    slot.thread.postMessage({ items: items.map(({ id, partPath, bytes, target }) => ({ id, partPath, bytes, target })) });
+  };
+  const flush = () => {
+    const items = outgoing;
+    outgoing = [];
+    if (items.length === 0) return;
+    const slot = pick();
+    try {
+      send(slot, items);
+    } catch {
+      // Something in the batch cannot be sent (bytes that cannot be cloned, a detached buffer):
+      // send each alone, so only that write fails and nothing is left waiting for it.
+      for (const item of items) slot.pending.delete(item.id);
+      for (const item of items) {
+        try {
+          send(slot, [item]);
+        } catch (error) {
+          slot.pending.delete(item.id);
+          item.reject(error as Error);
+        }
+      }
+      settled(slot);
+    }
+  };
+
   return {
     writeAndRename(partPath, bytes, target) {
       if (closed) return Promise.reject(new Error('the file writer is closed'));
-      const slot = pick();
-      const id = nextId++;
       const write = new Promise<void>((resolve, reject) => {
-        slot.pending.set(id, { resolve, reject });
-        if (slot.pending.size === 1) slot.thread.ref();
-        try {
-          // The bytes are copied to the thread (structured clone): the caller's buffer stays its own.
-          slot.thread.postMessage({ id, partPath, bytes, target });
-        } catch (error) {
-          // Not sent (bytes that cannot be cloned, a detached buffer): nothing is left waiting for it.
-          slot.pending.delete(id);
-          settled(slot);
-          reject(error as Error);
-        }
+        if (outgoing.length === 0) setImmediate(flush);
+        outgoing.push({ id: nextId++, partPath, bytes, target, resolve, reject });
       });
       writes.add(write);
       const forget = () => void writes.delete(write);

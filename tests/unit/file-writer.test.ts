@@ -94,10 +94,10 @@ describe('createFileWriter: small files written, fsynced and renamed by writer t
     await expect(readFile(late.target)).rejects.toMatchObject({ code: 'ENOENT' });
   });
   it('a thread that dies fails its write and the writes queued behind it; the next write gets a new thread', async () => {
-    const handler = "parentPort.on('message', ({ id, partPath, bytes, target }) => {";
+    const handler = "parentPort.on('message', ({ items }) => {";
     expect(THREAD_SOURCE).toContain(handler);
     // The real thread, except that it exits (as a crash would) when asked to write a `.die.part`.
-    const dying = THREAD_SOURCE.replace(handler, `${handler}\n  if (partPath.endsWith('.die.part')) process.exit(3);`);
+    const dying = THREAD_SOURCE.replace(handler, `${handler}\n  if (items.some((item) => item.partPath.endsWith('.die.part'))) process.exit(3);`);
     const own = createFileWriter({ threads: 1, threadSource: dying });
     try {
       const doomed = names();
