@@ -115,6 +115,27 @@ describe('createFileWriter: small files written, fsynced and renamed by writer t
     }
   });
 
+  it('writes asked for in one turn share a message; one that cannot be sent fails alone', async () => {
+    const own = createFileWriter({ threads: 1 });
+    try {
+      const backing = new ArrayBuffer(16);
+      const detached = new Uint8Array(backing);
+      structuredClone(backing, { transfer: [backing] });
+      const [good, bad, alsoGood] = [names(), names(), names()];
+      const results = await Promise.allSettled([
+        own.writeAndRename(good.part, Buffer.from('one'), good.target),
+        own.writeAndRename(bad.part, detached, bad.target),
+        own.writeAndRename(alsoGood.part, Buffer.from('three'), alsoGood.target),
+      ]);
+      expect(results.map((result) => result.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+      expect(await readFile(good.target, 'utf8')).toBe('one');
+      expect(await readFile(alsoGood.target, 'utf8')).toBe('three');
+      await expect(readFile(bad.target)).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      await own.close();
+    }
+  }, 5_000);
+
   it('bytes that cannot be sent to a thread (a detached buffer) are refused, and leave nothing waiting: close() returns', async () => {
     const own = createFileWriter({ threads: 1 });
     const backing = new ArrayBuffer(16);
