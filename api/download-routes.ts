@@ -135,6 +135,11 @@ function bulkSubmitHandlers({ jenkinsUrl, jobStore, auth, submitLimit, idempoten
   const submit: RequestHandler = async (req, res) => {
     if (!req.is('application/json')) throw new ValidationError('Content-Type must be application/json');
     const submissions = validateBulk(req.body, jenkinsUrl);
+    if (submitLimit && submissions.length > submitLimit.perMinute) {
+      // It could never fit: one point per download, RATE_LIMIT_PER_MINUTE a minute.
+      const message = `downloads: at most ${submitLimit.perMinute} in one request (RATE_LIMIT_PER_MINUTE)`;
+      throw new ValidationError(`Invalid request body: ${message}`, [message]);
+    }
     await submitLimit?.spend(req, res, submissions.length);
     const { role, label } = principalOf(res);
     const submittedBy = { role: role ?? 'read', label };

@@ -137,7 +137,11 @@ export function createIdempotencyMiddleware({ store, scope = clientAddressScope 
       next();
       return;
     }
-    const claim = await store.claim(scope(req), key);
+    // A key is the caller's for one route: the same key sent to another submit route (whose answer
+    // has another shape) is another key. The path as the client spelled it, in lower case, without
+    // a trailing slash or query.
+    const route = `${req.method} ${(req.originalUrl || req.url || '').split('?')[0]?.toLowerCase().replace(/\/+$/, '') ?? ''}`;
+    const claim = await store.claim(`${scope(req)} ${route}`, key);
     if (claim.kind === 'replay') {
       res.status(claim.answer.status).set(REPLAYED_HEADER, 'true').json(claim.answer.body);
       return;

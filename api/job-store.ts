@@ -290,14 +290,26 @@ export function createJobStore(options: JobStoreOptions): JobStore {
     removeOnComplete: { age: options.jobTtlSeconds },
     removeOnFail: { age: options.jobTtlSeconds },
   });
+  /**
+   * After a failed add: gives back the claims of the jobs that are not in the queue, so the next
+   * submit need not wait out the claim grace. Asked on the connection the add went on, so the
+   * answer comes after every command of the add that reached Redis (a timed-out add can still land
+   * after an error; ioredis resends unanswered commands first after a reconnect). When even that
+   * cannot be read, the claims stay and turn stale after the claim grace.
+   */
+  const queueConnection = options.queueRedis ?? redis;
+  const releaseUnqueued = async (claims: ReadonlyArray<{ readonly jobId: string; readonly pointerKey: string; readonly claim: string }>) => {
+    const present = await Promise.all(claims.map(({ jobId }) => queueConnection.exists(keys.bullJob(jobId)))).catch(() => undefined);
+    if (!present) return;
+    await Promise.all(claims.map(({ pointerKey, claim }, index) => (present[index] === 0 ? compareAndSet(redis, pointerKey, claim, null).catch(() => false) : false)));
+  };
   const enqueue = async (request: Omit<JobData, 'accepted_at'>, jobId: string, pointerKey: string): Promise<SubmitResult> => {
     const claimed = formatPointer('claimed', jobId);
     const data: JobData = { ...request, accepted_at: new Date().toISOString() };
     try {
       await queue.add('download', data, jobOptions(jobId));
     } catch (error) {
-      // Give the key back so the next submit need not wait out the claim grace.
-      await compareAndSet(redis, pointerKey, claimed, null).catch(() => false);
+      await releaseUnqueued([{ jobId, pointerKey, claim: claimed }]);
       throw error;
     }
     // The pointer stays `claimed`: marking it `queued` here (as earlier versions did, and as the
@@ -406,15 +418,8 @@ export function createJobStore(options: JobStoreOptions): JobStore {
           );
         } catch (error) {
           // BullMQ's addBulk sends one pipeline, not a transaction: some jobs may have been added.
-          // Give back the keys of the jobs that are not in the queue; keep the others, so a retry
-          // answers with those jobs. When even that cannot be read, every claim stays and turns
-          // stale after the claim grace, as a single submit's does when its API dies mid-way.
-          const present = await Promise.all(claimed.map(({ jobId }) => redis.exists(keys.bullJob(jobId)))).catch(() => undefined);
-          if (present) {
-            await Promise.all(
-              claimed.map(({ pointerKey, claim }, index) => (present[index] === 0 ? compareAndSet(redis, pointerKey, claim, null).catch(() => false) : false)),
-            );
-          }
+          // Only the keys of the jobs not in the queue are given back; a retry answers with the others.
+          await releaseUnqueued(claimed);
           throw error;
         }
       }

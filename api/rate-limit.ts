@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { RateLimitedError, RedisUnavailableError } from '../shared/errors.js';
 import type { Keys } from '../shared/keys.js';
+import { defineScript } from '../shared/redis-script.js';
 
 export interface RateLimitOptions {
   readonly redis: Redis;
@@ -38,6 +39,25 @@ if ttl == -1 then
 end
 `;
 
+/**
+ * Spends ARGV[2] points of the counter KEYS[1] (window ARGV[1] seconds, ARGV[3] points allowed) only
+ * when they all fit: the same key and window handling as {@link CONSUME_POINT_LUA}, but a refusal
+ * leaves the counter as it was (no increment to take back, so concurrent requests of the caller
+ * never see it inflated). Returns {1 when spent else 0, points used, ms left in the window}.
+ */
+const SPEND_POINTS_LUA = `
+redis.call('set', KEYS[1], 0, 'EX', ARGV[1], 'NX')
+local ttl = redis.call('pttl', KEYS[1])
+if ttl == -1 then
+  redis.call('expire', KEYS[1], ARGV[1])
+  ttl = 1000 * ARGV[1]
+end
+local used = tonumber(redis.call('get', KEYS[1]))
+if used + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return {0, used, ttl} end
+return {1, redis.call('incrby', KEYS[1], ARGV[2]), ttl}
+`;
+const spendPoints = defineScript(SPEND_POINTS_LUA);
+
 export interface SubmitRateLimit {
   /** The limit as middleware: for the batch submit (and anything else that is not the single submit). */
   readonly middleware: RequestHandler;
@@ -45,9 +65,11 @@ export interface SubmitRateLimit {
   budget(req: Request, res: Response): RateBudget;
   /**
    * Spends `points` of the caller's budget at once (the bulk submit: one per download), setting the
-   * `RateLimit-*` headers; over budget it throws RATE_LIMITED and spends nothing.
+   * `RateLimit-*` headers; when they do not all fit it throws RATE_LIMITED and spends nothing.
    */
   spend(req: Request, res: Response, points: number): Promise<void>;
+  /** RATE_LIMIT_PER_MINUTE: no request may spend more than this at once. */
+  readonly perMinute: number;
 }
 
 /** `RateLimit-*` headers of an answer that spent a point; `consumed` counts it. */
@@ -77,31 +99,29 @@ export function createSubmitRateLimit(options: RateLimitOptions): SubmitRateLimi
     duration: 60,
     rejectIfRedisNotReady: true,
   });
-  const spend = async (req: Request, res: Response, points: number): Promise<void> => {
-    const key = options.scope(req, res);
-    try {
-      const result = await limiter.consume(key, points);
-      setRateHeaders(res, options.perMinute, result.consumedPoints);
-    } catch (outcome) {
-      if (outcome instanceof RateLimiterRes) {
-        // Over budget: the points just counted are taken back, so a refused bulk submit spends nothing.
-        if (points > 1) await limiter.reward(key, points).catch(() => undefined);
-        throw rateLimited(options.perMinute, outcome.msBeforeNext);
-      }
-      throw outcome instanceof Error && /not ready|closed|ECONN|Connection/i.test(outcome.message) ? new RedisUnavailableError({ cause: outcome }) : outcome;
-    }
-  };
   const middleware: RequestHandler = async (req, res, next) => {
     try {
-      await spend(req, res, 1);
+      const result = await limiter.consume(options.scope(req, res));
+      setRateHeaders(res, options.perMinute, result.consumedPoints);
       next();
-    } catch (error) {
-      next(error);
+    } catch (outcome) {
+      if (outcome instanceof RateLimiterRes) {
+        next(rateLimited(options.perMinute, outcome.msBeforeNext));
+        return;
+      }
+      next(outcome instanceof Error && /not ready|closed|ECONN|Connection/i.test(outcome.message) ? new RedisUnavailableError({ cause: outcome }) : outcome);
     }
+  };
+  const spend = async (req: Request, res: Response, points: number): Promise<void> => {
+    const key = limiter.getKey(options.scope(req, res));
+    const [spent, used, msLeft] = (await spendPoints(options.redis, [key], [60, points, options.perMinute])) as [number, number, number];
+    if (spent !== 1) throw rateLimited(options.perMinute, Number(msLeft));
+    setRateHeaders(res, options.perMinute, Number(used));
   };
   return {
     middleware,
     spend,
+    perMinute: options.perMinute,
     budget: (req, res) => ({ key: limiter.getKey(options.scope(req, res)), points: options.perMinute, windowSeconds: 60 }),
   };
 }

@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 
 /**
@@ -104,7 +105,7 @@ interface Pending {
 
 interface Slot {
   readonly thread: Worker;
-  readonly pending: Map<number, Pending>;
+  readonly pending: Map<number, Pending & { readonly partPath: string }>;
 }
 
 interface ThreadAnswer {
@@ -158,7 +159,11 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
     const lost = (reason: string) => {
       const index = slots.indexOf(slot);
       if (index >= 0) slots.splice(index, 1);
-      for (const waiting of slot.pending.values()) waiting.reject(new Error(`the file writer thread stopped (${reason})`));
+      for (const waiting of slot.pending.values()) {
+        // The thread may have died between creating a temporary file and renaming it.
+        rm(waiting.partPath, { force: true }).catch(() => undefined);
+        waiting.reject(new Error(`the file writer thread stopped (${reason})`));
+      }
       slot.pending.clear();
       settled(slot);
     };
@@ -188,7 +193,14 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
     const items = outgoing;
     outgoing = [];
     if (items.length === 0) return;
-    const slot = pick();
+    let slot: Slot;
+    try {
+      slot = pick();
+    } catch (error) {
+      // No thread could be started (out of memory or threads): these writes fail, nothing hangs.
+      for (const item of items) item.reject(error as Error);
+      return;
+    }
     try {
       send(slot, items);
     } catch {

@@ -121,38 +121,52 @@ describe('bulk submit (POST /api/v1/jenkins/downloads)', () => {
     expect(await total()).toBe(before + 2);
   });
 
-  it('replays an answer for the same Idempotency-Key; over the budget answers 429 and spends nothing', async () => {
+  it('replays an answer for the same Idempotency-Key, on this route only; over the budget answers 429 and spends nothing', async () => {
     const body = { downloads: [{ job_url: build('bulk', 4) }] };
     const first = await bulk(body, { 'idempotency-key': 'bulk-4' });
     expect(first.status).toBe(202);
     const replay = await bulk(body, { 'idempotency-key': 'bulk-4' });
     expect(replay.status).toBe(202);
+    expect(replay.headers['idempotent-replayed']).toBe('true');
     expect(replay.body).toEqual(first.body);
+    // The same key on the single submit is that route's own: no replay of the bulk answer (the
+    // download is pending, so it answers 200 with the same job).
+    const single = await postJson(`${system.baseUrl}${SUBMIT}`, { job_url: build('bulk', 4) }, { 'idempotency-key': 'bulk-4' });
+    expect(single.status).toBe(200);
+    expect(single.headers['idempotent-replayed']).toBeUndefined();
+    expect(single.body).toMatchObject({ job_id: (first.body.jobs as JobAnswer[])[0]?.job_id, deduplicated: true });
 
-    // 12 points a minute: 1 + 4 + 2 + 1 spent above, 4 left. Five downloads are refused whole.
+    // More downloads than a minute's budget could never fit: 400, nothing spent.
+    const thirteen = { downloads: Array.from({ length: 13 }, (_, n) => ({ job_url: build('never', n + 1) })) };
+    const tooMany = await bulk(thirteen);
+    expect(tooMany.status).toBe(400);
+    expect(String((tooMany.body.error as { message: string }).message)).toContain('at most 12 in one request');
+
+    // 12 points a minute: 1 + 4 + 2 + 1 + 1 spent above, 3 left. Five downloads are refused whole.
     const before = await total();
     const five = { downloads: Array.from({ length: 5 }, (_, n) => ({ job_url: build('over', n + 1) })) };
     const refused = await bulk(five);
     expect(refused.status).toBe(429);
     expect(refused.body.error).toMatchObject({ code: 'RATE_LIMITED' });
     expect(await total()).toBe(before);
-    // The refused request spent nothing: four downloads still fit.
-    const four = await bulk({ downloads: five.downloads.slice(0, 4) });
-    expect(four.status).toBe(202);
-    expect(four.headers['ratelimit-remaining']).toBe('0');
+    // The refused requests spent nothing: three downloads still fit, then not one more.
+    const three = await bulk({ downloads: five.downloads.slice(0, 3) });
+    expect(three.status).toBe(202);
+    expect(three.headers['ratelimit-remaining']).toBe('0');
+    expect((await bulk({ downloads: five.downloads.slice(3, 4) })).status).toBe(429);
   });
 
   it('a worker runs the jobs a bulk submit made to completion', async () => {
     await system.startWorker();
     const listed = (await getJson(`${system.baseUrl}${BULK}?release=8.2&limit=200`)).body.jobs as Array<{ id: string }>;
     const bulkIds = listed.map((job) => job.id);
-    // bulk 1-4 (3 by the single submit) and over 1-4.
-    expect(bulkIds).toHaveLength(8);
+    // bulk 1-4 (3 by the single submit) and over 1-3.
+    expect(bulkIds).toHaveLength(7);
     await waitFor(async () => {
       const views = await Promise.all(bulkIds.map(async (id) => (await getJson(`${system.baseUrl}${SUBMIT}/${id}/status`)).body.status));
       return views.every((status) => status === 'completed') || undefined;
     }, 'every job completed');
     const files = await readdir(path.join(system.downloadDir, '8.2'), { recursive: true });
-    expect(files.filter((file) => file.endsWith('.xml'))).toHaveLength(8);
+    expect(files.filter((file) => file.endsWith('.xml'))).toHaveLength(7);
   });
 });

@@ -1,9 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFileWriter, THREAD_SOURCE, type FileWriter } from '../../worker/file-writer.js';
+
+/** Waits (up to 2 s) until none of `paths` exists; fails naming the ones left. */
+async function waitForGone(paths: readonly string[]): Promise<void> {
+  const deadline = Date.now() + 2_000;
+  for (;;) {
+    const left = (await Promise.all(paths.map(async (file) => ((await stat(file).catch(() => null)) ? file : null)))).filter(Boolean);
+    if (left.length === 0) return;
+    if (Date.now() > deadline) expect(left).toEqual([]);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 describe('createFileWriter: small files written, fsynced and renamed by writer threads', () => {
   let dir: string;
@@ -110,6 +121,26 @@ describe('createFileWriter: small files written, fsynced and renamed by writer t
       const after = names();
       await own.writeAndRename(after.part, Buffer.from('c'), after.target);
       expect(await readFile(after.target, 'utf8')).toBe('c');
+    } finally {
+      await own.close();
+    }
+  });
+
+  it('a thread that dies after creating its temporary files leaves none behind', async () => {
+    const phase = "  items.forEach((item, index) => {\n    if (fds[index] === undefined) return;\n    try { fs.fsyncSync";
+    expect(THREAD_SOURCE).toContain(phase);
+    // The real thread, except that it exits once the files of a batch with a `.die` target exist.
+    const dying = THREAD_SOURCE.replace(phase, `  if (items.some((item) => item.target.endsWith('.die'))) process.exit(4);\n${phase}`);
+    const own = createFileWriter({ threads: 1, threadSource: dying });
+    try {
+      const [first, second] = [names(), names()];
+      const results = await Promise.allSettled([
+        own.writeAndRename(first.part, Buffer.from('a'), `${first.target}.die`),
+        own.writeAndRename(second.part, Buffer.from('b'), second.target),
+      ]);
+      expect(results.map((result) => result.status)).toEqual(['rejected', 'rejected']);
+      await waitForGone([first.part, second.part]);
+      await expect(readFile(second.target)).rejects.toMatchObject({ code: 'ENOENT' });
     } finally {
       await own.close();
     }
