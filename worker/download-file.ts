@@ -7,7 +7,7 @@ import { UnrecoverableError } from 'bullmq';
 import { AppError } from '../shared/errors.js';
 import { displayUrl, type ArtifactResponse, type JenkinsClient } from './jenkins-client.js';
 import { DirectGetUnsupported, type ResponseHead } from './direct-get.js';
-import { sharedFileWriter, type FileWriter } from './file-writer.js';
+import { sharedFileWriter, type FileWrite, type FileWriter } from './file-writer.js';
 import { LeaseLostError, PartWriter, partWriterStream, type WriteMode } from './part-writer.js';
 import { RetryableError } from './retry-policy.js';
 
@@ -90,6 +90,12 @@ export interface ArtifactDownload {
   readonly ensureDir?: (dir: string) => Promise<unknown>;
   /** Writes small files whole (file-writer.ts). Default: the process-wide one. */
   readonly fileWriter?: FileWriter | undefined;
+  /**
+   * Takes a small body instead of writing it now: its module writes it later with the others and
+   * the manifest, in one trip to a writer thread (download-processor.ts). The file is then not yet
+   * under its final name when fetchArtifact returns. Absent: written at once.
+   */
+  readonly stage?: ((file: FileWrite) => void) | undefined;
 }
 
 const CONTENT_RANGE = /^bytes (\d+)-(\d+)\/(\d+)$/;
@@ -272,18 +278,28 @@ function readSmallBody(
  * check refuses a big file.
  */
 async function placeSmallFile(job: ArtifactDownload, bytes: Buffer): Promise<void> {
-  try {
-    await (job.fileWriter ?? sharedFileWriter()).writeAndRename(uniquePartPath(job), bytes, job.target);
-  } catch (error) {
-    const { code, syscall } = error as NodeJS.ErrnoException;
-    if (code === 'ENOSPC') {
-      throw new AppError('DISK_FULL', `not enough free disk space for ${displayUrl(job.url)}: ${bytes.length} bytes could not be written in ${path.dirname(job.partPath)}`);
-    }
-    // As when a big file's rename fails: reported as it is, not retried here (a folder in the way,
-    // no permission); the job's next attempt, if any, starts the file again.
-    if (syscall === 'rename') throw error;
-    throw new RetryableError('TRANSFER_INTERRUPTED', `writing ${displayUrl(job.url)} failed: ${(error as Error).message}`, { cause: error });
+  const file = { partPath: uniquePartPath(job), bytes, target: job.target };
+  if (job.stage) {
+    job.stage(file);
+    return;
   }
+  try {
+    await (job.fileWriter ?? sharedFileWriter()).writeAndRename(file.partPath, file.bytes, file.target);
+  } catch (error) {
+    throw smallWriteError(error, displayUrl(job.url), path.dirname(job.partPath));
+  }
+}
+
+/**
+ * What a failed write of small files is reported as: ENOSPC is DISK_FULL (as when the free space
+ * check refuses a big file); a failed rename as it is, not retried here (a folder in the way, no
+ * permission; the job's next attempt, if any, starts the file again); anything else can be retried.
+ */
+export function smallWriteError(error: unknown, what: string, dir: string): Error {
+  const { code, syscall } = error as NodeJS.ErrnoException;
+  if (code === 'ENOSPC') return new AppError('DISK_FULL', `not enough free disk space for ${what} in ${dir}`);
+  if (syscall === 'rename') return error as Error;
+  return new RetryableError('TRANSFER_INTERRUPTED', `writing ${what} failed: ${(error as Error).message}`, { cause: error });
 }
 
 /** Refuses a second answer that differs from the first in what framed or identified the bytes. */

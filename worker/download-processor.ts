@@ -7,12 +7,13 @@ import type { JobLog } from '../shared/job-log.js';
 import type { Logger } from '../shared/logger.js';
 import { planBuild, type PlannedFile, type PlannedModule } from './build-plan.js';
 import type { FolderLock } from './folder-lock.js';
-import { fetchArtifact, folderMaker, formatBytes, partPathFor, type DownloadedFile } from './download-file.js';
+import { fetchArtifact, folderMaker, formatBytes, partPathFor, smallWriteError, type DownloadedFile } from './download-file.js';
+import { LeaseLostError } from './part-writer.js';
 import { mapWithConcurrency } from './map-with-concurrency.js';
 import type { JenkinsClient } from './jenkins-client.js';
-import { readVerifiedManifest, writeManifest } from './manifest.js';
+import { manifestWrite, readVerifiedManifest } from './manifest.js';
 import { createJobJournal } from './job-journal.js';
-import type { FileWriter } from './file-writer.js';
+import { sharedFileWriter, type FileWrite, type FileWriter } from './file-writer.js';
 import { createProgressReporter, type ProgressReporter } from './progress-reporter.js';
 import { UnsafePathError } from './safe-path.js';
 
@@ -45,6 +46,9 @@ export interface DownloadProcessorOptions {
 
 type Log = (message: string) => void;
 
+/** Bytes of a module's small files held for one trip to the writer before they go ahead without the manifest. */
+const STAGED_BYTES_MAX = 4 * 1024 * 1024;
+
 export type DownloadProcessor = (job: Job<JobData, JobResult>, token?: string, signal?: AbortSignal) => Promise<JobResult>;
 
 /** Removes a job's partial files (and their .json records) for every planned file. */
@@ -75,6 +79,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
     signal: AbortSignal,
     log: Log,
     ensureDir: (dir: string) => Promise<unknown>,
+    stage: (file: FileWrite) => void,
   ) => {
     const jobId = job.id as string;
     let announced = false;
@@ -96,6 +101,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
         fresh: job.attemptsStarted <= 1 && job.stalledCounter === 0,
         ensureDir,
         fileWriter: options.fileWriter,
+        stage,
         onStart: (total, resumedFrom) => {
           if (total !== undefined && total !== countedTotal) {
             progress.update({ bytes_total: total - countedTotal });
@@ -129,14 +135,40 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
   ): Promise<FileRecord[]> => {
     // Files of a module download in parallel; the client's connection cap keeps Jenkins safe.
     const ensureDir = folderMaker();
+    const writer = options.fileWriter ?? sharedFileWriter();
+    const jobId = job.id as string;
+    // Small files (checked, not yet written) wait here to be written with the manifest in one trip
+    // to a writer thread: all written, then fsynced, then renamed, the manifest last (file-writer.ts).
+    // Past STAGED_BYTES_MAX they go ahead on their own, so a module of many small files holds at most
+    // that much in memory.
+    let staged: FileWrite[] = [];
+    let stagedBytes = 0;
+    const earlier: Array<Promise<void>> = [];
+    const writeStaged = (files: FileWrite[], last?: FileWrite) => {
+      if (options.canWrite && !options.canWrite(jobId)) throw signal.reason ?? new LeaseLostError();
+      return writer.writeAll(files, last).catch((error: unknown) => {
+        throw withContext(`${prefix} ${module.name}`, smallWriteError(error, `${files.length + (last ? 1 : 0)} file(s)`, module.dir));
+      });
+    };
+    const stage = (file: FileWrite) => {
+      staged.push(file);
+      stagedBytes += file.bytes.length;
+      if (stagedBytes < STAGED_BYTES_MAX) return;
+      const going = writeStaged(staged);
+      going.catch(() => undefined); // awaited below; a failure is reported once the downloads end
+      earlier.push(going);
+      staged = [];
+      stagedBytes = 0;
+    };
     const results = await mapWithConcurrency(module.files, options.transfer.maxConnections, async (file) => {
-      const result = await downloadFile(job, module, file, prefix, progress, signal, log, ensureDir);
+      const result = await downloadFile(job, module, file, prefix, progress, signal, log, ensureDir, stage);
       progress.update({ files_done: 1 });
       return result;
     });
+    await Promise.all(earlier);
     const records = module.files.map((file, index) => ({ path: `${module.relativeDir}/${file.relativePath}`, ...(results[index] as DownloadedFile), host }));
     const manifestFiles = module.files.map((file, index) => ({ path: file.relativePath, ...(results[index] as DownloadedFile), url: file.url }));
-    await writeManifest(module.dir, {
+    const manifest = manifestWrite(module.dir, {
       version: 1,
       release: module.relativeDir.split('/')[0] ?? '',
       module: module.name,
@@ -144,7 +176,8 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       source: module.buildUrl,
       completed_at: new Date().toISOString(),
       files: manifestFiles,
-    }, options.fileWriter);
+    });
+    await writeStaged(staged, manifest);
     return records;
   };
 

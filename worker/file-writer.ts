@@ -29,8 +29,22 @@ export interface FileWriter {
    * with its `code` (ENOSPC, EACCES...) and `syscall`; `target` is then untouched.
    */
   writeAndRename(partPath: string, bytes: Uint8Array, target: string): Promise<void>;
+  /**
+   * Writes `files`, then `last`, in one trip to a thread (all written, then all fsynced, then
+   * renamed in order): `last` (a module's manifest) is renamed only after every one of `files` was,
+   * and is not renamed at all when any of them failed. Rejects with the first failure, in order,
+   * once the trip is over; each file that failed left no temporary file.
+   */
+  writeAll(files: readonly FileWrite[], last?: FileWrite): Promise<void>;
   /** Waits for the writes in flight, then stops the threads; later writes are refused. */
   close(): Promise<void>;
+}
+
+/** One whole file to write: its bytes go to `partPath`, which is renamed to `target`. */
+export interface FileWrite {
+  readonly partPath: string;
+  readonly bytes: Uint8Array;
+  readonly target: string;
 }
 
 export interface FileWriterOptions {
@@ -83,13 +97,18 @@ parentPort.on('message', ({ items }) => {
     if (fds[index] === undefined) return;
     try { fs.fsyncSync(fds[index]); } catch (error) { fail(index, error); }
   });
+  const renamed = new Set();
   items.forEach((item, index) => {
     if (fds[index] === undefined) return;
     const fd = fds[index];
     fds[index] = undefined;
     try {
       fs.closeSync(fd);
+      // An item written after others (a manifest after its module's files) is renamed only once all of them were.
+      const missing = (item.after || []).find((id) => !renamed.has(id));
+      if (missing !== undefined) throw Object.assign(new Error('not renamed: a file written with it failed'), { code: 'EDEPENDENCY', syscall: 'rename' });
       fs.renameSync(item.partPath, item.target);
+      renamed.add(item.id);
     } catch (error) {
       fail(index, error);
     }
@@ -118,6 +137,8 @@ interface Outgoing extends Pending {
   readonly partPath: string;
   readonly bytes: Uint8Array;
   readonly target: string;
+  /** Renamed only after these writes (of the same message) were. */
+  readonly after?: readonly number[];
 }
 
 /** The error the thread reported, rebuilt as an ErrnoException-like Error (same message and code). */
@@ -187,7 +208,7 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
     for (const item of items) slot.pending.set(item.id, item);
     if (slot.pending.size === items.length) slot.thread.ref();
     // The bytes are copied to the thread (structured clone): the callers' buffers stay their own.
-    slot.thread.postMessage({ items: items.map(({ id, partPath, bytes, target }) => ({ id, partPath, bytes, target })) });
+    slot.thread.postMessage({ items: items.map(({ id, partPath, bytes, target, after }) => ({ id, partPath, bytes, target, after })) });
   };
   const flush = () => {
     const items = outgoing;
@@ -219,17 +240,32 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
     }
   };
 
+  /** Queues one write for this turn's message; `after` as in Outgoing. */
+  const queue = (file: FileWrite, id: number, after?: readonly number[]): Promise<void> => {
+    const write = new Promise<void>((resolve, reject) => {
+      if (outgoing.length === 0) setImmediate(flush);
+      outgoing.push({ id, partPath: file.partPath, bytes: file.bytes, target: file.target, resolve, reject, ...(after ? { after } : {}) });
+    });
+    writes.add(write);
+    const forget = () => void writes.delete(write);
+    write.then(forget, forget);
+    return write;
+  };
+
   return {
     writeAndRename(partPath, bytes, target) {
       if (closed) return Promise.reject(new Error('the file writer is closed'));
-      const write = new Promise<void>((resolve, reject) => {
-        if (outgoing.length === 0) setImmediate(flush);
-        outgoing.push({ id: nextId++, partPath, bytes, target, resolve, reject });
-      });
-      writes.add(write);
-      const forget = () => void writes.delete(write);
-      write.then(forget, forget);
-      return write;
+      return queue({ partPath, bytes, target }, nextId++);
+    },
+    async writeAll(files, last) {
+      if (closed) throw new Error('the file writer is closed');
+      // Queued in one synchronous run: they share this turn's message, `last` after the files.
+      const ids = files.map(() => nextId++);
+      const all = files.map((file, index) => queue(file, ids[index] as number));
+      if (last) all.push(queue(last, nextId++, ids));
+      const results = await Promise.allSettled(all);
+      const failed = results.find((result) => result.status === 'rejected');
+      if (failed) throw failed.reason;
     },
     async close() {
       closed = true;

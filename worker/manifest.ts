@@ -3,7 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { hashFile } from './download-file.js';
-import { sharedFileWriter, type FileWriter } from './file-writer.js';
+import { sharedFileWriter, type FileWrite, type FileWriter } from './file-writer.js';
 import { resolveInside } from './safe-path.js';
 
 export const MANIFEST_NAME = '.ferry-manifest.json';
@@ -27,10 +27,15 @@ export type Manifest = z.infer<typeof ManifestSchema>;
  * so its presence means "complete".
  */
 export async function writeManifest(moduleDir: string, manifest: Manifest, writer: FileWriter = sharedFileWriter()): Promise<void> {
+  const { partPath, bytes, target } = manifestWrite(moduleDir, manifest);
+  await writer.writeAndRename(partPath, bytes, target);
+}
+
+/** The manifest as a write for FileWriter.writeAll (the last of its module's files). */
+export function manifestWrite(moduleDir: string, manifest: Manifest): FileWrite {
   const target = path.join(moduleDir, MANIFEST_NAME);
   // A unique temporary name: two jobs finishing the same module never share it.
-  const temporary = `${target}.${randomUUID()}.part`;
-  await writer.writeAndRename(temporary, Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`), target);
+  return { partPath: `${target}.${randomUUID()}.part`, bytes: Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`), target };
 }
 
 /**

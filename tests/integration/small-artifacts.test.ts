@@ -39,6 +39,10 @@ describe('small artifacts: checked before the writer thread writes them', () => 
         writes.push({ partPath, target });
         return real.writeAndRename(partPath, bytes, target);
       },
+      writeAll: (files, last) => {
+        for (const file of [...files, ...(last ? [last] : [])]) writes.push({ partPath: file.partPath, target: file.target });
+        return real.writeAll(files, last);
+      },
       close: () => real.close(),
     };
   });

@@ -126,6 +126,43 @@ describe('createFileWriter: small files written, fsynced and renamed by writer t
     }
   });
 
+  it('writeAll: the files, then the last one, in one trip; the last is not renamed when a file failed', async () => {
+    const [a, b, manifest] = [names(), names(), names()];
+    await writer.writeAll(
+      [
+        { partPath: a.part, bytes: Buffer.from('a'), target: a.target },
+        { partPath: b.part, bytes: Buffer.from('b'), target: b.target },
+      ],
+      { partPath: manifest.part, bytes: Buffer.from('{}'), target: manifest.target },
+    );
+    expect(await Promise.all([a.target, b.target, manifest.target].map((file) => readFile(file, 'utf8')))).toEqual(['a', 'b', '{}']);
+
+    // The second file's folder does not exist: it fails, the first is placed, the last is not.
+    const [c, last] = [names(), names()];
+    const missing = path.join(dir, 'no-such-folder', 'd');
+    await expect(
+      writer.writeAll(
+        [
+          { partPath: c.part, bytes: Buffer.from('c'), target: c.target },
+          { partPath: `${missing}.part`, bytes: Buffer.from('d'), target: missing },
+        ],
+        { partPath: last.part, bytes: Buffer.from('{}'), target: last.target },
+      ),
+    ).rejects.toMatchObject({ code: 'ENOENT', syscall: 'open' });
+    expect(await readFile(c.target, 'utf8')).toBe('c');
+    await expect(readFile(last.target)).rejects.toMatchObject({ code: 'ENOENT' });
+    await waitForGone([last.part, `${missing}.part`]);
+
+    // A rename that fails (the target is a folder) also keeps the last one back.
+    const [e, last2] = [names(), names()];
+    await mkdir(e.target);
+    await expect(
+      writer.writeAll([{ partPath: e.part, bytes: Buffer.from('e'), target: e.target }], { partPath: last2.part, bytes: Buffer.from('{}'), target: last2.target }),
+    ).rejects.toMatchObject({ syscall: 'rename' });
+    await expect(readFile(last2.target)).rejects.toMatchObject({ code: 'ENOENT' });
+    await waitForGone([e.part, last2.part]);
+  });
+
   it('a thread that dies after creating its temporary files leaves none behind', async () => {
     const phase = "  items.forEach((item, index) => {\n    if (fds[index] === undefined) return;\n    try { fs.fsyncSync";
     expect(THREAD_SOURCE).toContain(phase);
