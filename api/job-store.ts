@@ -279,10 +279,14 @@ export function createJobStore(options: JobStoreOptions): JobStore {
   };
   const dedup: DedupOptions = { ...DEDUP_DEFAULTS, ...options.dedup };
 
-  /**
-   * Adds the job whose id the caller has just claimed the dedup pointer for (and entered in the
-   * job index: api/dedup-claim.ts).
-   */
+  /** One submission's dedup pointer, its would-be job id and the claim it writes. */
+  const prepare = (request: Omit<JobData, 'accepted_at'>) => {
+    const jobId = newJobId();
+    return { request, jobId, pointerKey: keys.dedup(dedupFingerprint(request)), claim: formatPointer('claimed', jobId) };
+  };
+  type Prepared = ReturnType<typeof prepare>;
+  /** Gives a claimed key back, so the next submit need not wait out the claim grace. */
+  const giveBack = ({ pointerKey, claim }: Prepared) => compareAndSet(redis, pointerKey, claim, null).catch(() => false);
   const jobOptions = (jobId: string) => ({
     jobId,
     attempts: options.attempts,
@@ -291,25 +295,28 @@ export function createJobStore(options: JobStoreOptions): JobStore {
     removeOnFail: { age: options.jobTtlSeconds },
   });
   /**
-   * After a failed add: gives back the claims of the jobs that are not in the queue, so the next
-   * submit need not wait out the claim grace. Asked on the connection the add went on, so the
-   * answer comes after every command of the add that reached Redis (a timed-out add can still land
-   * after an error; ioredis resends unanswered commands first after a reconnect). When even that
-   * cannot be read, the claims stay and turn stale after the claim grace.
+   * After a failed add: gives back the claims of the jobs that are not in the queue. Asked on the
+   * connection the add went on, so the answer comes after every command of the add that reached
+   * Redis (a timed-out add can still land after an error; ioredis resends unanswered commands first
+   * after a reconnect). When even that cannot be read, the claims stay and turn stale after the
+   * claim grace.
    */
   const queueConnection = options.queueRedis ?? redis;
-  const releaseUnqueued = async (claims: ReadonlyArray<{ readonly jobId: string; readonly pointerKey: string; readonly claim: string }>) => {
+  const releaseUnqueued = async (claims: readonly Prepared[]) => {
     const present = await Promise.all(claims.map(({ jobId }) => queueConnection.exists(keys.bullJob(jobId)))).catch(() => undefined);
     if (!present) return;
-    await Promise.all(claims.map(({ pointerKey, claim }, index) => (present[index] === 0 ? compareAndSet(redis, pointerKey, claim, null).catch(() => false) : false)));
+    await Promise.all(claims.map((prepared, index) => (present[index] === 0 ? giveBack(prepared) : false)));
   };
-  const enqueue = async (request: Omit<JobData, 'accepted_at'>, jobId: string, pointerKey: string): Promise<SubmitResult> => {
-    const claimed = formatPointer('claimed', jobId);
-    const data: JobData = { ...request, accepted_at: new Date().toISOString() };
+  /**
+   * Adds the job whose id the caller has just claimed the dedup pointer for (and entered in the
+   * job index: api/dedup-claim.ts).
+   */
+  const enqueue = async (prepared: Prepared): Promise<SubmitResult> => {
+    const data: JobData = { ...prepared.request, accepted_at: new Date().toISOString() };
     try {
-      await queue.add('download', data, jobOptions(jobId));
+      await queue.add('download', data, jobOptions(prepared.jobId));
     } catch (error) {
-      await releaseUnqueued([{ jobId, pointerKey, claim: claimed }]);
+      await releaseUnqueued([prepared]);
       throw error;
     }
     // The pointer stays `claimed`: marking it `queued` here (as earlier versions did, and as the
@@ -317,15 +324,9 @@ export function createJobStore(options: JobStoreOptions): JobStore {
     // removed within the claim grace of its submit a wait of that grace.
     // WAIT (when configured) covers the claim and the job: a retry after a 503 here finds this job.
     await confirmReplicated();
-    return { jobId, deduplicated: false, status: 'pending' };
+    return { jobId: prepared.jobId, deduplicated: false, status: 'pending' };
   };
 
-  /** One submission's dedup pointer, its would-be job id and the claim it writes. */
-  const prepare = (request: Omit<JobData, 'accepted_at'>) => {
-    const jobId = newJobId();
-    return { request, jobId, pointerKey: keys.dedup(dedupFingerprint(request)), claim: formatPointer('claimed', jobId) };
-  };
-  type Prepared = ReturnType<typeof prepare>;
   const claimKey = (prepared: Prepared, replacing?: string, budget?: RateBudget) =>
     claimDedupKey(redis, {
       pointerKey: prepared.pointerKey,
@@ -337,20 +338,16 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       ...(replacing === undefined ? {} : { replacing }),
     });
   /**
-   * From a claim's outcome to the answer: this job (enqueued by `enqueueClaimed` once claimed), or
-   * the pending or running job holding the key. One pointer per dedup key names the job holding it.
+   * From a claim's outcome to the answer: this job (enqueued once claimed), or the pending or
+   * running job holding the key. One pointer per dedup key names the job holding it.
    * Claiming is SET NX, replacing a stale pointer is compare-and-set, so of any number of concurrent
    * submits (in any number of API processes) exactly one enqueues; the others answer with its job.
    * Whether the pointed job still holds the key is decided by its status, as GET .../status derives it.
    */
-  const settle = async (
-    prepared: Prepared,
-    first: ClaimOutcome,
-    enqueueClaimed: () => Promise<SubmitResult> = () => enqueue(prepared.request, prepared.jobId, prepared.pointerKey),
-  ): Promise<SubmitResult> => {
+  const settle = async (prepared: Prepared, first: ClaimOutcome): Promise<SubmitResult> => {
     const deadline = Date.now() + dedup.settleMs;
     for (let outcome = first; ; outcome = await claimKey(prepared)) {
-      if (outcome.claimed) return enqueueClaimed();
+      if (outcome.claimed) return enqueue(prepared);
       const held = outcome.held;
       if (held !== null) {
         const pointer = parsePointer(held);
@@ -362,7 +359,7 @@ export function createJobStore(options: JobStoreOptions): JobStore {
         // claimer never queued it within the grace (it crashed or lost Redis).
         const stale =
           !pointer || view !== null || pointer.state === 'queued' || Date.now() - pointer.claimedAt > dedup.claimGraceMs;
-        if (stale && (await claimKey(prepared, held)).claimed) return enqueueClaimed();
+        if (stale && (await claimKey(prepared, held)).claimed) return enqueue(prepared);
         // Otherwise another request claimed the key moments ago and is adding its job, or
         // replaced the pointer before us: look again shortly.
       }
@@ -397,18 +394,13 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       // All claims in one go (ioredis writes them together); a key already held goes the single
       // submit's way below, looking at the job that holds it.
       const settled = await Promise.allSettled(unique.map((prepared) => claimKey(prepared)));
+      const outcomes = settled.map((result) => (result.status === 'fulfilled' ? result.value : undefined));
       const failure = settled.find((result) => result.status === 'rejected');
       if (failure) {
         // Redis failed part way: give back the keys that were claimed, then fail the whole call.
-        await Promise.all(
-          unique.map(({ pointerKey, claim }, index) => {
-            const result = settled[index];
-            return result?.status === 'fulfilled' && result.value.claimed ? compareAndSet(redis, pointerKey, claim, null).catch(() => false) : false;
-          }),
-        );
+        await Promise.all(unique.map((prepared, index) => (outcomes[index]?.claimed ? giveBack(prepared) : false)));
         throw failure.reason;
       }
-      const outcomes = settled.map((result) => (result as PromiseFulfilledResult<ClaimOutcome>).value);
       const claimed = unique.filter((_, index) => outcomes[index]?.claimed);
       if (claimed.length > 0) {
         const acceptedAt = new Date().toISOString();

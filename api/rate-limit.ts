@@ -112,9 +112,10 @@ export function createSubmitRateLimit(options: RateLimitOptions): SubmitRateLimi
       next(outcome instanceof Error && /not ready|closed|ECONN|Connection/i.test(outcome.message) ? new RedisUnavailableError({ cause: outcome }) : outcome);
     }
   };
+  /** The caller's counter, as rate-limiter-flexible names it. */
+  const keyOf = (req: Request, res: Response) => limiter.getKey(options.scope(req, res));
   const spend = async (req: Request, res: Response, points: number): Promise<void> => {
-    const key = limiter.getKey(options.scope(req, res));
-    const [spent, used, msLeft] = (await spendPoints(options.redis, [key], [60, points, options.perMinute])) as [number, number, number];
+    const [spent, used, msLeft] = (await spendPoints(options.redis, [keyOf(req, res)], [60, points, options.perMinute])) as [number, number, number];
     if (spent !== 1) throw rateLimited(options.perMinute, Number(msLeft));
     setRateHeaders(res, options.perMinute, Number(used));
   };
@@ -122,6 +123,6 @@ export function createSubmitRateLimit(options: RateLimitOptions): SubmitRateLimi
     middleware,
     spend,
     perMinute: options.perMinute,
-    budget: (req, res) => ({ key: limiter.getKey(options.scope(req, res)), points: options.perMinute, windowSeconds: 60 }),
+    budget: (req, res) => ({ key: keyOf(req, res), points: options.perMinute, windowSeconds: 60 }),
   };
 }

@@ -146,13 +146,13 @@ async function fsyncPath(file: string): Promise<void> {
   }
 }
 
+/** The stall rule's verdict, the same from the streaming and the small-body path. */
+const stalled = (minSpeed: number, seconds: number) => new RetryableError('TRANSFER_STALLED', `transfer slower than ${minSpeed} B/s for ${seconds} s`);
+
 /**
  * Aborts a transfer that moves fewer than `minSpeed` bytes per second over `seconds` (like curl's
  * --speed-limit/--speed-time): a trickle that would hold a slot for hours is retried instead.
  */
-/** The stall rule's verdict, the same from the streaming and the small-body path. */
-const stalled = (minSpeed: number, seconds: number) => new RetryableError('TRANSFER_STALLED', `transfer slower than ${minSpeed} B/s for ${seconds} s`);
-
 function watchSpeed(minSpeed: number, seconds: number) {
   const controller = new AbortController();
   const buckets: number[] = [];
@@ -273,9 +273,10 @@ function readSmallBody(
 
 /**
  * Writes a whole small body under its final name in one trip to a writer thread (file-writer.ts:
- * open, write, fsync, close, rename), instead of five trips through the thread pool. A failure
- * leaves no `.part` (small files are never resumed). ENOSPC is DISK_FULL, as when the free space
- * check refuses a big file.
+ * open, write, fsync, close, rename), instead of five trips through the thread pool, or hands it
+ * to `job.stage` for its module to write later with the others. A failure leaves no `.part`
+ * (small files are never resumed). ENOSPC is DISK_FULL, as when the free space check refuses a
+ * big file.
  */
 async function placeSmallFile(job: ArtifactDownload, bytes: Buffer): Promise<void> {
   const file = { partPath: uniquePartPath(job), bytes, target: job.target };

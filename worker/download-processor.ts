@@ -100,7 +100,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
         // The job's first start: no earlier run can have left a .part of it to resume.
         fresh: job.attemptsStarted <= 1 && job.stalledCounter === 0,
         ensureDir,
-        fileWriter: options.fileWriter,
+        // Small files are staged and written with the module's manifest (downloadModule).
         stage,
         onStart: (total, resumedFrom) => {
           if (total !== undefined && total !== countedTotal) {

@@ -279,7 +279,7 @@ let shared: FileWriter | undefined;
 
 /**
  * A process-wide writer for callers that were not given one (tests and tools calling fetchArtifact
- * or writeManifest directly). Its idle threads do not keep the process alive.
+ * or downloading a module without a runtime). Its idle threads do not keep the process alive.
  */
 export function sharedFileWriter(): FileWriter {
   shared ??= createFileWriter();

@@ -3,7 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { hashFile } from './download-file.js';
-import { sharedFileWriter, type FileWrite, type FileWriter } from './file-writer.js';
+import type { FileWrite } from './file-writer.js';
 import { resolveInside } from './safe-path.js';
 
 export const MANIFEST_NAME = '.ferry-manifest.json';
@@ -22,16 +22,10 @@ const ManifestSchema = z.object({
 export type Manifest = z.infer<typeof ManifestSchema>;
 
 /**
- * Writes the manifest of a completed module folder atomically (temporary file, fsynced, then renamed,
- * in one trip to `writer`'s thread). It is written last, after every file was fsynced and renamed,
- * so its presence means "complete".
+ * A completed module folder's manifest as a write for FileWriter.writeAll, the last of its module's
+ * files: written to a temporary name, fsynced, and renamed only after every file was, so its
+ * presence means "complete".
  */
-export async function writeManifest(moduleDir: string, manifest: Manifest, writer: FileWriter = sharedFileWriter()): Promise<void> {
-  const { partPath, bytes, target } = manifestWrite(moduleDir, manifest);
-  await writer.writeAndRename(partPath, bytes, target);
-}
-
-/** The manifest as a write for FileWriter.writeAll (the last of its module's files). */
 export function manifestWrite(moduleDir: string, manifest: Manifest): FileWrite {
   const target = path.join(moduleDir, MANIFEST_NAME);
   // A unique temporary name: two jobs finishing the same module never share it.
