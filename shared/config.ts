@@ -178,9 +178,9 @@ const ConfigSchema = z
      */
     DOWNLOAD_WRITE_MODE: z.preprocess(emptyAsUndefined, z.enum(['direct', 'buffered']).default('direct')),
     /**
-     * Threads per worker process that write small artifacts (under 64 KiB) and manifests whole: each
-     * file in one trip (open, write, fsync, close, rename), started on first use, ~9 MB each. More
-     * overlap more fsyncs, for disks where an fsync takes long (network storage).
+     * Threads per worker process that write small artifacts (under 64 KiB) and manifests whole
+     * (open, write, fsync, close, rename; a module's small files and manifest in one trip), started
+     * on first use, ~9 MB each. More overlap more fsyncs, for disks where an fsync takes long.
      */
     DOWNLOAD_WRITER_THREADS: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(1).max(16).default(2)),
     /** Largest artifact accepted, in bytes; a larger one fails the job before anything is written. */
