@@ -26,6 +26,13 @@ const WORKERS = (process.env.WORKERS ?? 'dist/worker/main.js').split(',').filter
 const BARE = [false, true].filter((durable) => !process.env.BARE || process.env.BARE === (durable ? 'durable' : 'plain'));
 
 
+/** CPU seconds the whole machine spent busy so far (/proc/stat: all but idle and iowait), every process and the kernel's own work. */
+function machineBusySeconds(): number {
+  const fields = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = fields;
+  return (user + nice + system + irq + softirq + steal) / 100;
+}
+
 /** TCP connections this machine opened so far (/proc/net/snmp ActiveOpens): all loopback here. */
 function tcpActiveOpens(): number {
   const lines = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((line) => line.startsWith('Tcp:'));
@@ -37,7 +44,7 @@ it('worker CPU per job', async () => {
   const { redisServer, redis, jenkins, stop } = await startScenario('worker-cpu', 'worker CPU per job');
   const work = await mkdtemp(path.join(os.tmpdir(), 'ferry-worker-cpu-'));
   const redisPid = Number(/process_id:(\d+)/.exec(await redis.info('server'))?.[1]);
-  const results = new Map<string, Array<{ worker: number; redis: number; bench: number; seconds: number; connections: number }>>();
+  const results = new Map<string, Array<{ worker: number; redis: number; bench: number; machine: number; seconds: number; connections: number }>>();
   let build = 0;
   const newBuilds = () =>
     Array.from({ length: JOBS }, () =>
@@ -50,7 +57,7 @@ it('worker CPU per job', async () => {
     const bull = `${prefix}:downloads`;
     const worker = start();
     await sleep(1_500);
-    const cpu0 = { worker: processCpuSeconds(worker.pid), redis: processCpuSeconds(redisPid), bench: process.cpuUsage() };
+    const cpu0 = { worker: processCpuSeconds(worker.pid), redis: processCpuSeconds(redisPid), bench: process.cpuUsage(), machine: machineBusySeconds() };
     const opens0 = tcpActiveOpens();
     // MONITOR=<file>: every command Redis runs while this worker measures, with the name of the
     // connection that sent it (`lua` for commands run inside scripts), written to <file>.<name>.
@@ -99,6 +106,7 @@ it('worker CPU per job', async () => {
       worker: ((processCpuSeconds(worker.pid) - cpu0.worker) / JOBS) * 1000,
       redis: ((processCpuSeconds(redisPid) - cpu0.redis) / JOBS) * 1000,
       bench: (bench.user + bench.system) / 1000 / JOBS,
+      machine: ((machineBusySeconds() - cpu0.machine) / JOBS) * 1000,
       seconds,
       connections: (tcpActiveOpens() - opens0) / JOBS,
     };
@@ -107,7 +115,7 @@ it('worker CPU per job', async () => {
     if (failed > 0) throw new Error(`${name}: ${failed} jobs failed`);
     await redis.del(`${bull}:completed`, `${bull}:failed`);
     (results.get(name) ?? results.set(name, []).get(name))?.push(row);
-    console.log(`${process.env.MONITOR ? '(under MONITOR, CPU inflated) ' : ''}${name}: worker ${row.worker.toFixed(2)} ms/job, Redis ${row.redis.toFixed(2)}, fake Jenkins ${row.bench.toFixed(2)}, ${(JOBS / seconds).toFixed(0)} jobs/s, ${row.connections.toFixed(2)} TCP connections opened per job`);
+    console.log(`${process.env.MONITOR ? '(under MONITOR, CPU inflated) ' : ''}${name}: worker ${row.worker.toFixed(2)} ms/job, Redis ${row.redis.toFixed(2)}, fake Jenkins ${row.bench.toFixed(2)}, machine ${row.machine.toFixed(2)}, ${(JOBS / seconds).toFixed(0)} jobs/s, ${row.connections.toFixed(2)} TCP connections opened per job`);
   };
   try {
     for (let round = 0; round < ROUNDS; round += 1) {
@@ -140,7 +148,7 @@ it('worker CPU per job', async () => {
     }
     for (const [name, rows] of results) {
       const m = (pick: (row: (typeof rows)[number]) => number) => (median(rows.map(pick)) as number).toFixed(2);
-      console.log(`median of ${rows.length}: ${name}: worker ${m((r) => r.worker)} ms/job, Redis ${m((r) => r.redis)}, fake Jenkins ${m((r) => r.bench)}`);
+      console.log(`median of ${rows.length}: ${name}: worker ${m((r) => r.worker)} ms/job, Redis ${m((r) => r.redis)}, fake Jenkins ${m((r) => r.bench)}, machine ${m((r) => r.machine)}, jobs/s ${m((r) => JOBS / r.seconds)}`);
     }
   } finally {
     await stop();
