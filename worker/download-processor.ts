@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { rm } from 'node:fs/promises';
+import path from 'node:path';
 import { UnrecoverableError, type Job } from 'bullmq';
 import { CANCELLED_PREFIX, isCancelReason, JobDataSchema, type FileRecord, type JobData, type JobResult, type Progress } from '../shared/job-contract.js';
 import type { Config } from '../shared/config.js';
@@ -55,6 +56,20 @@ export type DownloadProcessor = (job: Job<JobData, JobResult>, token?: string, s
 async function removePartFiles(modules: readonly PlannedModule[], jobId: string): Promise<void> {
   const paths = modules.flatMap((module) => module.files.map((file) => partPathFor(file.target, jobId)));
   await Promise.all(paths.flatMap((part) => [rm(part, { force: true }), rm(`${part}.json`, { force: true })]));
+}
+
+/**
+ * Creates the folder of the module's first file (which its download needs anyway) and tells whether
+ * that made the module's own folder: a folder made just now holds no manifest, so skip_existing has
+ * nothing to read (a read that fails costs a trip through the thread pool and an error).
+ */
+async function madeModuleFolder(module: PlannedModule, ensureDir: (dir: string) => Promise<unknown>): Promise<boolean> {
+  const first = module.files[0];
+  if (!first) return false;
+  // mkdir -p answers with the first folder it created (undefined when all were there). A failure
+  // (a file in the way, no permission) is reported by the file's own download, which tries again.
+  const created = await ensureDir(path.dirname(first.target)).catch(() => undefined);
+  return typeof created === 'string' && (created === module.dir || module.dir.startsWith(`${created}${path.sep}`));
 }
 
 /** Wraps a failure with the module and file it happened in, keeping "do not retry" intact. */
@@ -132,9 +147,9 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
     progress: ProgressReporter,
     signal: AbortSignal,
     log: Log,
+    ensureDir: (dir: string) => Promise<unknown>,
   ): Promise<FileRecord[]> => {
     // Files of a module download in parallel; the client's connection cap keeps Jenkins safe.
-    const ensureDir = folderMaker();
     const writer = options.fileWriter ?? sharedFileWriter();
     const jobId = job.id as string;
     // Small files (checked, not yet written) wait here to be written with the manifest in one trip
@@ -281,7 +296,8 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
         await folderLock.withLock(module.relativeDir, jobId, signal, (holder) => {
           log(`${prefix} ${module.name}: waiting for job ${holder}, which is writing ${module.relativeDir}`);
         }, async () => {
-          const existing = data.skip_existing
+          const ensureDir = folderMaker();
+          const existing = data.skip_existing && !(await madeModuleFolder(module, ensureDir))
             ? await readVerifiedManifest(module.dir, module.files.map((file) => file.relativePath))
             : null;
           if (existing) {
@@ -290,7 +306,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
             files.push(...existing.files.map(({ path, size, sha256 }) => ({ path: `${module.relativeDir}/${path}`, size, sha256, host })));
             log(`${prefix} ${module.name}: already downloaded and verified, skipped`);
           } else {
-            files.push(...(await downloadModule(job, module, prefix, progress, signal, log)));
+            files.push(...(await downloadModule(job, module, prefix, progress, signal, log, ensureDir)));
             log(`${prefix} ${module.name}: done`);
           }
         });

@@ -59,8 +59,11 @@ export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOpti
     void pending.finally(() => recording.delete(pending));
   };
 
-  // One info line per job, at its end (with its attempt and run time); the start is a debug line.
-  worker.on('active', (job) => logger.debug('job started', { job_id: job.id, attempt: job.attemptsStarted }));
+  // One info line per job, at its end (with its attempt and run time); the start is a debug line,
+  // built only when debug lines are wanted (the level is read per job, so it may change at run time).
+  worker.on('active', (job) => {
+    if (logger.isDebugEnabled()) logger.debug('job started', { job_id: job.id, attempt: job.attemptsStarted });
+  });
   worker.on('completed', (job) => {
     logger.info('job completed', { job_id: job.id, attempt: job.attemptsStarted, duration_ms: (job.finishedOn ?? Date.now()) - (job.processedOn ?? Date.now()) });
     safely('completion', job, () => jobLog.end(job.id as string, 'completed', null));

@@ -45,6 +45,11 @@ export interface FileWrite {
   readonly partPath: string;
   readonly bytes: Uint8Array;
   readonly target: string;
+  /**
+   * False: renamed without an fsync first. Only for a file every reader verifies before trusting it
+   * (a module's manifest: manifest.ts), whose loss to a power cut costs a download, never a wrong file.
+   */
+  readonly fsync?: boolean;
 }
 
 export interface FileWriterOptions {
@@ -94,7 +99,7 @@ parentPort.on('message', ({ items }) => {
     try { fds[index] = writeOne(item); } catch (error) { fail(index, error); }
   });
   items.forEach((item, index) => {
-    if (fds[index] === undefined) return;
+    if (fds[index] === undefined || item.fsync === false) return;
     try { fs.fsyncSync(fds[index]); } catch (error) { fail(index, error); }
   });
   const renamed = new Set();
@@ -139,6 +144,8 @@ interface Outgoing extends Pending {
   readonly target: string;
   /** Renamed only after these writes (of the same message) were. */
   readonly after?: readonly number[];
+  /** False: not fsynced (FileWrite.fsync). */
+  readonly fsync?: boolean;
 }
 
 /** The error the thread reported, rebuilt as an ErrnoException-like Error (same message and code). */
@@ -208,7 +215,7 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
     for (const item of items) slot.pending.set(item.id, item);
     if (slot.pending.size === items.length) slot.thread.ref();
     // The bytes are copied to the thread (structured clone): the callers' buffers stay their own.
-    slot.thread.postMessage({ items: items.map(({ id, partPath, bytes, target, after }) => ({ id, partPath, bytes, target, after })) });
+    slot.thread.postMessage({ items: items.map(({ id, partPath, bytes, target, after, fsync }) => ({ id, partPath, bytes, target, after, fsync })) });
   };
   const flush = () => {
     const items = outgoing;
@@ -244,7 +251,7 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
   const queue = (file: FileWrite, id: number, after?: readonly number[]): Promise<void> => {
     const write = new Promise<void>((resolve, reject) => {
       if (outgoing.length === 0) setImmediate(flush);
-      outgoing.push({ id, partPath: file.partPath, bytes: file.bytes, target: file.target, resolve, reject, ...(after ? { after } : {}) });
+      outgoing.push({ id, partPath: file.partPath, bytes: file.bytes, target: file.target, resolve, reject, ...(after ? { after } : {}), ...(file.fsync === false ? { fsync: false } : {}) });
     });
     writes.add(write);
     const forget = () => void writes.delete(write);

@@ -163,8 +163,34 @@ describe('createFileWriter: small files written, fsynced and renamed by writer t
     await waitForGone([e.part, last2.part]);
   });
 
+  it('writeAll fsyncs every file but one marked fsync: false (a manifest), which is still renamed last', async () => {
+    const head = "const fs = require('node:fs');";
+    expect(THREAD_SOURCE).toContain(head);
+    // The real thread, except that each fsync first notes the temporary file's name in a log file.
+    const log = path.join(dir, 'fsyncs.log');
+    const noting = THREAD_SOURCE.replace(
+      head,
+      `const realFs = require('node:fs');\nconst fs = { ...realFs, fsyncSync: (fd) => { realFs.appendFileSync(${JSON.stringify(log)}, realFs.readlinkSync('/proc/self/fd/' + fd) + '\\n'); realFs.fsyncSync(fd); } };`,
+    );
+    const own = createFileWriter({ threads: 1, threadSource: noting });
+    try {
+      const [a, b, manifest] = [names(), names(), names()];
+      await own.writeAll(
+        [
+          { partPath: a.part, bytes: Buffer.from('a'), target: a.target },
+          { partPath: b.part, bytes: Buffer.from('b'), target: b.target },
+        ],
+        { partPath: manifest.part, bytes: Buffer.from('{}'), target: manifest.target, fsync: false },
+      );
+      expect(await Promise.all([a.target, b.target, manifest.target].map((file) => readFile(file, 'utf8')))).toEqual(['a', 'b', '{}']);
+      expect((await readFile(log, 'utf8')).trim().split('\n')).toEqual([a.part, b.part]);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('a thread that dies after creating its temporary files leaves none behind', async () => {
-    const phase = "  items.forEach((item, index) => {\n    if (fds[index] === undefined) return;\n    try { fs.fsyncSync";
+    const phase = "  items.forEach((item, index) => {\n    if (fds[index] === undefined || item.fsync === false) return;\n    try { fs.fsyncSync";
     expect(THREAD_SOURCE).toContain(phase);
     // The real thread, except that it exits once the files of a batch with a `.die` target exist.
     const dying = THREAD_SOURCE.replace(phase, `  if (items.some((item) => item.target.endsWith('.die'))) process.exit(4);\n${phase}`);

@@ -18,7 +18,7 @@ for (const node of profile.nodes) {
 const sums = new Map();
 for (const [id, time] of self) {
   const own = byId.get(id).callFrame;
-  if (!leafRe.test(functionOf(own)) && !leafRe.test(packageOf(own.url))) continue;
+  if (!leafRe.test(functionOf(own)) && !leafRe.test(packageOf(own.url, own.lineNumber))) continue;
   let key = '(no matching caller)';
   for (let cur = parent.get(id); cur !== undefined; cur = parent.get(cur)) {
     const label = functionOf(byId.get(cur).callFrame);

@@ -4,7 +4,7 @@ import process from 'node:process';
 import { functionOf, packageOf, selfTimes } from './profile-lib.mjs';
 
 const [fa, fb, div = '1', by = 'pkg', top = '40'] = process.argv.slice(2);
-const load = (file) => selfTimes(file, by === 'pkg' ? (callFrame) => packageOf(callFrame.url) : functionOf);
+const load = (file) => selfTimes(file, by === 'pkg' ? (callFrame) => packageOf(callFrame.url, callFrame.lineNumber) : functionOf);
 const a = load(fa), b = load(fb), d = Number(div);
 const keys = new Set([...a.keys(), ...b.keys()]);
 const rows = [...keys].map((k) => [k, (a.get(k) ?? 0) / d, (b.get(k) ?? 0) / d]).filter(([k]) => k !== '(idle) (native):-1' && k !== '(idle)');

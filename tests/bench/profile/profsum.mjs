@@ -4,7 +4,7 @@ import process from 'node:process';
 import { functionOf, packageOf, selfTimes } from './profile-lib.mjs';
 
 const [file, div = '1', topArg = '40'] = process.argv.slice(2);
-const byPkg = selfTimes(file, (callFrame) => packageOf(callFrame.url));
+const byPkg = selfTimes(file, (callFrame) => packageOf(callFrame.url, callFrame.lineNumber));
 const byFn = selfTimes(file, functionOf);
 const total = [...byPkg.values()].reduce((sum, value) => sum + value, 0);
 const d = Number(div), top = Number(topArg);

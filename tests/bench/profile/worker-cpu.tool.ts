@@ -15,7 +15,7 @@ import { Queue } from 'bullmq';
 import { it } from 'vitest';
 import { createKeys } from '../../../shared/keys.js';
 import { fillQueue, ferryEnv } from '../ferry-fleet.js';
-import { median, processCpuSeconds, ROOT, sleep, startNode } from '../harness.js';
+import { median, processCpuSeconds, ROOT, sleep, startCommand, startNode } from '../harness.js';
 import { startScenario } from '../scenario.js';
 
 const JOBS = Number(process.env.JOBS ?? 1000);
@@ -123,7 +123,9 @@ it('worker CPU per job', async () => {
         const prefix = `{w${index}}`;
         const builds = newBuilds();
         const env = ferryEnv(redisServer.url, jenkins.url, path.join(work, `w${index}-${round}`), { QUEUE_PREFIX: prefix, WORKER_CONCURRENCY: String(CONCURRENCY) });
-        await measure(main, createKeys(prefix).queuePrefix, () => startNode(main, [], env), () => fillQueue(redis, prefix, JOBS, (i) => builds[i] as string));
+        // An entry may carry node flags before its script: 'dist/worker/main.js --max-semi-space-size=32'.
+        const [script = '', ...flags] = main.split(' ');
+        await measure(main, createKeys(prefix).queuePrefix, () => startCommand(process.execPath, [...flags, script], env), () => fillQueue(redis, prefix, JOBS, (i) => builds[i] as string));
       }
       for (const durable of BARE) {
         const builds = newBuilds();
