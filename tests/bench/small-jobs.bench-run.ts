@@ -303,6 +303,8 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
     report.note(`Redis commands per job (round 1), ferry: ${firstFerry.commands.top}; bare: ${firstBare.commands.top}`);
     report.figure('bare workers + temporary name, fsync, rename, manifest (reference)', 'jobs/s', rate(durableRun), { baseline: rate(firstBare) });
     report.figure('their worker CPU per job (reference)', 'ms', perJobMs(durableRun.cpu), { baseline: perJobMs(firstBare.cpu) });
+    // What ferry costs beyond durable writes: against bare workers that keep the same promise for their files.
+    report.figure('ferry against the bare workers + fsync, rename, manifest (reference)', 'jobs/s', med(ferryRuns, rate), { baseline: rate(durableRun) });
     const fewestJobs = Math.min(...ferryRuns.map((run) => run.completed));
     const fewestFiles = Math.min(...ferryRuns.map((run) => run.files));
     report.figure('jobs completed (fewest in a round)', 'jobs', fewestJobs, {

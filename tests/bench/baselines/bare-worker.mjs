@@ -22,16 +22,17 @@ const redis = createRedis(process.env.REDIS_URL ?? '', 'worker', logger, 'bare-w
 const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
 const downloadDir = process.env.DOWNLOAD_DIR ?? './downloads';
 // BARE_DURABLE=1: each file goes to a temporary name, is fsynced, then renamed, and a small manifest
-// is written the same way last: the file-system work ferry cannot skip, without anything else of ferry.
+// is written last through a temporary name too (not fsynced, as ferry's: it is verified on every
+// read): the file-system work ferry cannot skip, without anything else of ferry.
 const durable = process.env.BARE_DURABLE === '1';
 
-/** Writes `bytes` to `target` through `<target>.part`: open, write, fsync, close, rename. */
-async function writeDurably(target, bytes) {
+/** Writes `bytes` to `target` through `<target>.part`: open, write, fsync (unless `sync` is false), close, rename. */
+async function writeDurably(target, bytes, sync = true) {
   const part = `${target}.part`;
   const handle = await open(part, 'w');
   try {
     await handle.write(bytes, 0, bytes.length, 0);
-    await handle.sync();
+    if (sync) await handle.sync();
   } finally {
     await handle.close();
   }
@@ -66,7 +67,7 @@ const worker = new Worker(
         else await pipeline(await get(`${buildUrl}artifact/${relativePath}`), createWriteStream(target));
       }),
     );
-    if (durable) await writeDurably(path.join(dir, '.manifest.json'), Buffer.from(JSON.stringify({ files: build.artifacts })));
+    if (durable) await writeDurably(path.join(dir, '.manifest.json'), Buffer.from(JSON.stringify({ files: build.artifacts })), false);
     return { files: build.artifacts.length };
   },
   { connection: redis, prefix: process.env.QUEUE_PREFIX ?? '{bare}', concurrency: Number(process.env.WORKER_CONCURRENCY ?? 2) },
