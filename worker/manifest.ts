@@ -29,7 +29,8 @@ export type Manifest = z.infer<typeof ManifestSchema>;
  * The manifest itself is not fsynced: ferry never trusts one without checking every file it lists
  * (readVerifiedManifest: size and SHA-256), so a manifest that a power cut lost or left torn costs
  * one download of its module again, never a wrong file; the artifacts themselves are fsynced. This
- * saved one fsync of four per small job: about 0.3 ms of CPU on the bench VM (issue 5, small jobs).
+ * saved one fsync of four per small job: one job's files cost 1.33 ms of machine CPU with four, 1.12
+ * with three, on the bench VM (issue 5, small jobs; README "Small jobs: where the rest goes").
  */
 export function manifestWrite(moduleDir: string, manifest: Manifest): FileWrite {
   const target = path.join(moduleDir, MANIFEST_NAME);
