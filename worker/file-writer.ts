@@ -251,7 +251,7 @@ export function createFileWriter(options: FileWriterOptions = {}): FileWriter {
   const queue = (file: FileWrite, id: number, after?: readonly number[]): Promise<void> => {
     const write = new Promise<void>((resolve, reject) => {
       if (outgoing.length === 0) setImmediate(flush);
-      outgoing.push({ id, partPath: file.partPath, bytes: file.bytes, target: file.target, resolve, reject, ...(after ? { after } : {}), ...(file.fsync === false ? { fsync: false } : {}) });
+      outgoing.push({ id, partPath: file.partPath, bytes: file.bytes, target: file.target, resolve, reject, fsync: file.fsync, ...(after ? { after } : {}) });
     });
     writes.add(write);
     const forget = () => void writes.delete(write);

@@ -17,8 +17,9 @@
  *
  * Rounds: bare, durable bare and ferry take turns ROUNDS times (one round in quick mode), each round
  * on its own builds, each run on its own queue prefix and download folder, with fresh processes; the
- * figures are the medians over the rounds. One run of each varied by a third from one bench run to the next on the 2-core VM
- * (the bare workers alone: 289 to 407 jobs/s with the same code), so one pair decides nothing.
+ * figures are the medians over the rounds. One run of each varied by a third from one bench run to
+ * the next on the 2-core VM (the bare workers alone: 289 to 407 jobs/s with the same code), so one
+ * pair decides nothing.
  *
  * File creation on this ext4 (no journal) slows down many times for minutes after many files were
  * deleted (the allocator skips recently deleted inodes, reading their inode table blocks): the
@@ -216,7 +217,7 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
       const seconds = (done.lastFinishedOn - started) / 1000;
       const files = await countFiles(dir);
       report.log(
-        `${durable ? `round ${round}, bare + fsync, rename, manifest` : `round ${round}, bare${mode === 'single' ? ', one queue.add per job' : ''}`}: ${done.completed} completed, ${done.failed} failed in ${seconds.toFixed(1)} s (${(JOBS / seconds).toFixed(0)} jobs/s; ` +
+        `round ${round}, bare${durable ? ' + fsync, rename, manifest' : ''}${mode === 'single' ? ', one queue.add per job' : ''}: ${done.completed} completed, ${done.failed} failed in ${seconds.toFixed(1)} s (${(JOBS / seconds).toFixed(0)} jobs/s; ` +
           `adds took ${submitSeconds.toFixed(1)} s); ${files} files; worker CPU ${cpu.toFixed(1)} s`,
       );
       return { seconds, cpu, apiCpu: 0, shared, commands, files, completed: done.completed };

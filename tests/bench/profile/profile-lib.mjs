@@ -47,7 +47,9 @@ export function packageOf(url, line) {
   if (!url) return '(native)';
   if (line !== undefined && /\/dist\/[^/]+\/main\.js$/.test(url)) {
     const source = bundleSourceOf(url, line);
-    if (source) return source.startsWith('node_modules/') ? (/node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(source)?.[1] ?? source) : source;
+    // A bundled package is named below, as an unbundled one is; a ferry source file by its path.
+    if (source && !source.startsWith('node_modules/')) return source;
+    if (source) url = source;
   }
   const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (m) return m[1];

@@ -123,7 +123,7 @@ it('worker CPU per job', async () => {
         const prefix = `{w${index}}`;
         const builds = newBuilds();
         const env = ferryEnv(redisServer.url, jenkins.url, path.join(work, `w${index}-${round}`), { QUEUE_PREFIX: prefix, WORKER_CONCURRENCY: String(CONCURRENCY) });
-        // An entry may carry node flags before its script: 'dist/worker/main.js --max-semi-space-size=32'.
+        // An entry may carry node flags after its script ('dist/worker/main.js --max-semi-space-size=32'): node gets them first.
         const [script = '', ...flags] = main.split(' ');
         await measure(main, createKeys(prefix).queuePrefix, () => startCommand(process.execPath, [...flags, script], env), () => fillQueue(redis, prefix, JOBS, (i) => builds[i] as string));
       }
