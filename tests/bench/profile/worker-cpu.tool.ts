@@ -122,9 +122,12 @@ it('worker CPU per job', async () => {
       for (const [index, main] of WORKERS.entries()) {
         const prefix = `{w${index}}`;
         const builds = newBuilds();
-        const env = ferryEnv(redisServer.url, jenkins.url, path.join(work, `w${index}-${round}`), { QUEUE_PREFIX: prefix, WORKER_CONCURRENCY: String(CONCURRENCY) });
-        // An entry may carry node flags after its script ('dist/worker/main.js --max-semi-space-size=32'): node gets them first.
-        const [script = '', ...flags] = main.split(' ');
+        // An entry may carry node flags after its script ('dist/worker/main.js --max-semi-space-size=32'):
+        // node gets them first; and settings before it ('DOWNLOAD_WRITER_THREADS=1 dist/worker/main.js').
+        const words = main.split(' ');
+        const settings = Object.fromEntries(words.filter((word) => /^[A-Z_]+=/.test(word)).map((word) => [word.slice(0, word.indexOf('=')), word.slice(word.indexOf('=') + 1)]));
+        const [script = '', ...flags] = words.filter((word) => !/^[A-Z_]+=/.test(word));
+        const env = ferryEnv(redisServer.url, jenkins.url, path.join(work, `w${index}-${round}`), { QUEUE_PREFIX: prefix, WORKER_CONCURRENCY: String(CONCURRENCY), ...settings });
         await measure(main, createKeys(prefix).queuePrefix, () => startCommand(process.execPath, [...flags, script], env), () => fillQueue(redis, prefix, JOBS, (i) => builds[i] as string));
       }
       for (const durable of BARE) {
