@@ -42,7 +42,10 @@ export async function describeMachine(redis: Redis): Promise<Machine> {
   };
 }
 
-/** One measured figure. `value` and `baseline` share `unit`; `ratio` is value / baseline. */
+/**
+ * One measured figure. `value` and `baseline` share `unit`; `ratio` is value / baseline, or what the
+ * scenario gave (e.g. the median of per-round ratios, when rounds pair each value with a baseline).
+ */
 export interface Figure {
   readonly name: string;
   readonly unit: string;
@@ -84,6 +87,16 @@ export function formatNumber(value: number | null): string {
   return value.toFixed(2);
 }
 
+/**
+ * Two decimals; where the goal is a ratio, three, rounded away from the goal's side (down for
+ * `ratio >=`, up for `ratio <=`), so a figure that misses never prints as meeting it (0.6998 as 0.70).
+ */
+export function formatRatio(ratio: number, goal: string): string {
+  if (goal.startsWith('ratio >=')) return (Math.floor(ratio * 1000) / 1000).toFixed(3);
+  if (goal.startsWith('ratio <=')) return (Math.ceil(ratio * 1000) / 1000).toFixed(3);
+  return ratio.toFixed(2);
+}
+
 const pad = (text: string, width: number) => (text.length >= width ? text : text + ' '.repeat(width - text.length));
 const padStart = (text: string, width: number) => (text.length >= width ? text : ' '.repeat(width - text.length) + text);
 
@@ -92,7 +105,7 @@ export function formatFigure(figure: Figure): string {
   const verdict = figure.pass === null ? '' : figure.pass ? 'PASS' : 'MISS';
   const value = `${formatNumber(figure.value)} ${figure.unit}`;
   const baseline = figure.baseline === null ? '-' : `${formatNumber(figure.baseline)} ${figure.unit}`;
-  const ratio = figure.ratio === null ? '-' : figure.ratio.toFixed(2);
+  const ratio = figure.ratio === null ? '-' : formatRatio(figure.ratio, figure.goal);
   return (
     `  ${pad(figure.name, 44)} ${padStart(value, 16)}  baseline ${padStart(baseline, 16)}  ratio ${padStart(ratio, 5)}` +
     `  goal ${pad(figure.goal || '-', 22)} ${verdict}${figure.note ? `  (${figure.note})` : ''}`
@@ -121,7 +134,7 @@ export interface ScenarioRecord {
 
 export interface Report {
   /** Adds and prints one figure line. */
-  figure(name: string, unit: string, value: number | null, options?: { baseline?: number | null; goal?: Goal; note?: string }): Figure;
+  figure(name: string, unit: string, value: number | null, options?: { baseline?: number | null; ratio?: number | null; goal?: Goal; note?: string }): Figure;
   /** Prints and records a note (a detail, a profile finding, a limit). */
   note(text: string): void;
   /** Prints a progress line (not recorded). */
@@ -150,7 +163,7 @@ export function createReport(scenario: string, title: string, machine: Machine):
   return {
     figure(name, unit, value, options = {}) {
       const baseline = options.baseline ?? null;
-      const ratio = value !== null && baseline !== null && baseline !== 0 ? value / baseline : null;
+      const ratio = options.ratio !== undefined ? options.ratio : value !== null && baseline !== null && baseline !== 0 ? value / baseline : null;
       const { goal, pass } = judge(options.goal, value, ratio, unit);
       const figure: Figure = { name, unit, value, baseline, ratio, goal, pass, ...(options.note ? { note: options.note } : {}) };
       record.figures.push(figure);

@@ -27,6 +27,13 @@ const fmt = (value) => {
   if (abs >= 1000 || Number.isInteger(value)) return Math.round(value).toLocaleString('en-US');
   return abs >= 100 ? value.toFixed(0) : abs >= 10 ? value.toFixed(1) : value.toFixed(2);
 };
+// As harness.ts formatRatio: where the goal is a ratio, three decimals rounded away from the goal's
+// side, so a figure that misses never prints as meeting it.
+const formatRatio = (ratio, goal) => {
+  if (goal.startsWith('ratio >=')) return (Math.floor(ratio * 1000) / 1000).toFixed(3);
+  if (goal.startsWith('ratio <=')) return (Math.ceil(ratio * 1000) / 1000).toFixed(3);
+  return ratio.toFixed(2);
+};
 
 if (args.includes('--table')) {
   const results = JSON.parse(readFileSync(path.join(root, 'bench-results.json'), 'utf8'));
@@ -36,7 +43,7 @@ if (args.includes('--table')) {
     for (const figure of scenario.figures) {
       const verdict = figure.pass === null ? '' : figure.pass ? 'pass' : '**MISS**';
       const cells = [number, figure.name, `${fmt(figure.value)} ${figure.unit}`, figure.baseline === null ? '' : `${fmt(figure.baseline)} ${figure.unit}`,
-        figure.ratio === null ? '' : figure.ratio.toFixed(2), figure.goal.replaceAll('>=', '≥').replaceAll('<=', '≤'), verdict];
+        figure.ratio === null ? '' : formatRatio(figure.ratio, figure.goal), figure.goal.replaceAll('>=', '≥').replaceAll('<=', '≤'), verdict];
       rows.push(`| ${cells.map((cell) => cell.replaceAll('|', '\\|')).join(' | ')} |`);
     }
   }
@@ -91,7 +98,7 @@ for (const scenario of scenarios) {
     const verdict = figure.pass === null ? '' : figure.pass ? 'PASS' : 'MISS';
     if (figure.pass === false) misses += 1;
     const baseline = figure.baseline === null ? '' : `  baseline ${fmt(figure.baseline)}`;
-    const ratio = figure.ratio === null ? '' : `  ratio ${figure.ratio.toFixed(2)}`;
+    const ratio = figure.ratio === null ? '' : `  ratio ${formatRatio(figure.ratio, figure.goal)}`;
     const goal = figure.goal ? `  goal ${figure.goal}` : '';
     lines.push(`  ${figure.name}: ${fmt(figure.value)} ${figure.unit}${baseline}${ratio}${goal}  ${verdict}`.trimEnd());
   }
