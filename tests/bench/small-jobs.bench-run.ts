@@ -296,7 +296,9 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
     // seconds before it, so a machine that slows down or speeds up over the scenario does not pair a
     // fast round of one with a slow round of the other (the medians' ratio once said 0.75 where the
     // rounds said 0.66, 0.80 and 0.63).
-    const roundRatios = ferryRuns.map((run, index) => rate(run) / rate(bareRuns[index] as RoundResult));
+    const ratiosOf = (runs: RoundResult[], baselines: RoundResult[]) => runs.map((run, index) => rate(run) / rate(baselines[index] as RoundResult));
+    const pairedRatio = (runs: RoundResult[], baselines: RoundResult[]) => median(ratiosOf(runs, baselines));
+    const roundRatios = ratiosOf(ferryRuns, bareRuns);
     report.figure(`small jobs throughput (${JOBS.toLocaleString('en-US')} jobs in bulk submits of ${BULK}${ROUNDS > 1 ? `, median of ${ROUNDS} rounds` : ''})`, 'jobs/s', med(ferryRuns, rate), {
       baseline: med(bareRuns, rate),
       ratio: median(roundRatios),
@@ -319,7 +321,6 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
     const [firstFerry, firstBare] = [ferryRuns[0] as RoundResult, bareRuns[0] as RoundResult];
     report.figure('Redis commands per job (submit to completion)', 'cmds', firstFerry.commands.total, { baseline: firstBare.commands.total });
     report.note(`Redis commands per job (round 1), ferry: ${firstFerry.commands.top}; bare: ${firstBare.commands.top}`);
-    const pairedRatio = (runs: RoundResult[], baselines: RoundResult[]) => median(runs.map((run, index) => rate(run) / rate(baselines[index] as RoundResult)));
     report.figure('bare workers + temporary name, fsync, rename, manifest (reference)', 'jobs/s', med(durableRuns, rate), {
       baseline: med(bareRuns, rate),
       ratio: pairedRatio(durableRuns, bareRuns),
