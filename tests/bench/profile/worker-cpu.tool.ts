@@ -128,9 +128,12 @@ it('worker CPU per job', async () => {
         const builds = newBuilds();
         // An entry may carry node flags after its script ('dist/worker/main.js --max-semi-space-size=32'):
         // node gets them first; and settings before it ('DOWNLOAD_WRITER_THREADS=1 dist/worker/main.js').
-        const words = main.split(' ');
-        const settings = Object.fromEntries(words.filter((word) => /^[A-Z_]+=/.test(word)).map((word) => [word.slice(0, word.indexOf('=')), word.slice(word.indexOf('=') + 1)]));
-        const [script = '', ...flags] = words.filter((word) => !/^[A-Z_]+=/.test(word));
+        const settings: Record<string, string> = {};
+        const [script = '', ...flags] = main.split(' ').filter((word) => {
+          const setting = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(word);
+          if (setting) settings[setting[1] as string] = setting[2] as string;
+          return !setting;
+        });
         const env = ferryEnv(redisServer.url, jenkins.url, path.join(work, `w${index}-${round}`), { QUEUE_PREFIX: prefix, WORKER_CONCURRENCY: String(CONCURRENCY), ...settings });
         await measure(main, createKeys(prefix).queuePrefix, () => startCommand(process.execPath, [...flags, script], env), () => fillQueue(redis, prefix, JOBS, (i) => builds[i] as string), round >= 0);
       }
