@@ -8,7 +8,8 @@
 // - @bull-board/*: loaded on the first dashboard request, and serves its UI's files from its package;
 // - msgpackr-extract: msgpackr's optional native addon (found by file path, not bundlable).
 import { readFile } from 'node:fs/promises';
-import { URL } from 'node:url';
+import process from 'node:process';
+import { pathToFileURL, URL } from 'node:url';
 import { build } from 'esbuild';
 
 /**
@@ -29,7 +30,11 @@ const ioredisVersion = {
   },
 };
 
-await build({
+/**
+ * esbuild's options for ferry's process bundles (also used by tests/bench/profile/worker-variant.mjs,
+ * which bundles the worker with plugins of its own).
+ */
+export const bundleOptions = (plugins = []) => ({
   entryPoints: ['api/main.ts', 'worker/main.ts'],
   outdir: 'dist',
   outbase: '.',
@@ -39,8 +44,10 @@ await build({
   format: 'esm',
   sourcemap: true,
   external: ['@bull-board/*', 'msgpackr-extract'],
-  plugins: [ioredisVersion],
+  plugins: [ioredisVersion, ...plugins],
   // CommonJS dependencies call require() for Node's modules; an ES module has none of its own.
   banner: { js: "import { createRequire as __ferryCreateRequire } from 'node:module'; const require = __ferryCreateRequire(import.meta.url);" },
   logLevel: 'warning',
 });
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) await build(bundleOptions());

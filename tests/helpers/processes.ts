@@ -15,7 +15,9 @@ export interface ChildService {
  * npm is left out so the test sees the service's own exit code (npm re-raises the signal).
  */
 export function startScript(script: 'api' | 'worker', env: Record<string, string>): ChildService {
-  const child = spawn(process.execPath, [`dist/${script}/main.js`], {
+  // BENCH_FERRY_WORKER: another build of the worker for the bench (tests/bench/profile/worker-variant.mjs).
+  const entry = script === 'worker' && process.env.BENCH_FERRY_WORKER ? process.env.BENCH_FERRY_WORKER : `dist/${script}/main.js`;
+  const child = spawn(process.execPath, [entry], {
     cwd: ROOT,
     env: { ...process.env, NODE_ENV: 'production', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
