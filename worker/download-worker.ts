@@ -7,6 +7,9 @@ import type { Logger } from '../shared/logger.js';
 import { ABORT, type LeaseTracker } from './job-controls.js';
 
 
+/** How long a completed job's end record may wait for others to leave with (milliseconds). */
+export const END_RECORD_DELAY_MS = 10;
+
 export interface DownloadWorkerOptions<Data> {
   readonly redis: Redis;
   readonly keys: Keys;
@@ -51,6 +54,21 @@ export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOpti
     autorun: false,
   });
 
+  /**
+   * End records of completed jobs leave together, at most END_RECORD_DELAY_MS after the outcome:
+   * the handlers waiting on one tick resume in one turn, so their scripts go out in one write on the
+   * auto-pipelined connection instead of one each (a busy worker completes a small job every few
+   * milliseconds). A reader sees a job's end that much later, still after its final status.
+   */
+  let endTick: Promise<void> | undefined;
+  const nextEndTick = () =>
+    (endTick ??= new Promise<void>((resolve) =>
+      setTimeout(() => {
+        endTick = undefined;
+        resolve();
+      }, END_RECORD_DELAY_MS),
+    ));
+
   /** What the handlers below are still writing (a job log's end record): waited for by `recorded()`. */
   const recording = new Set<Promise<unknown>>();
   const safely = (what: string, job: Job | undefined, work: () => Promise<unknown>) => {
@@ -66,7 +84,10 @@ export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOpti
   });
   worker.on('completed', (job) => {
     logger.info('job completed', { job_id: job.id, attempt: job.attemptsStarted, duration_ms: (job.finishedOn ?? Date.now()) - (job.processedOn ?? Date.now()) });
-    safely('completion', job, () => jobLog.end(job.id as string, 'completed', null));
+    safely('completion', job, async () => {
+      await nextEndTick();
+      await jobLog.end(job.id as string, 'completed', null);
+    });
   });
   worker.on('failed', (job, error) => {
     if (!job?.id) return;

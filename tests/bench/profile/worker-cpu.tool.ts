@@ -45,7 +45,7 @@ it('worker CPU per job', async () => {
   const { redisServer, redis, jenkins, stop } = await startScenario('worker-cpu', 'worker CPU per job');
   const work = await mkdtemp(path.join(os.tmpdir(), 'ferry-worker-cpu-'));
   const redisPid = Number(/process_id:(\d+)/.exec(await redis.info('server'))?.[1]);
-  const results = new Map<string, Array<{ worker: number; redis: number; bench: number; machine: number; seconds: number; connections: number }>>();
+  const results = new Map<string, Array<{ worker: number; redis: number; bench: number; machine: number; seconds: number; connections: number; reads: number }>>();
   let build = 0;
   const newBuilds = () =>
     Array.from({ length: JOBS }, () =>
@@ -60,6 +60,10 @@ it('worker CPU per job', async () => {
     await sleep(1_500);
     const cpu0 = { worker: processCpuSeconds(worker.pid), redis: processCpuSeconds(redisPid), bench: process.cpuUsage(), machine: machineBusySeconds() };
     const opens0 = tcpActiveOpens();
+    // Redis's read events (INFO stats total_reads_processed): one per write a client's socket
+    // delivered, so the writes to Redis per job, this process's polling included.
+    const readsProcessed = async () => Number(/total_reads_processed:(\d+)/.exec(await redis.info('stats'))?.[1]);
+    const reads0 = await readsProcessed();
     // MONITOR=<file>: every command Redis runs while this worker measures, with the name of the
     // connection that sent it (`lua` for commands run inside scripts), written to <file>.<name>.
     // MONITOR costs Redis and this process CPU: the CPU figures of such a run are marked.
@@ -110,13 +114,14 @@ it('worker CPU per job', async () => {
       machine: ((machineBusySeconds() - cpu0.machine) / JOBS) * 1000,
       seconds,
       connections: (tcpActiveOpens() - opens0) / JOBS,
+      reads: ((await readsProcessed()) - reads0) / JOBS,
     };
     await worker.stop();
     const failed = await redis.zcard(`${bull}:failed`);
     if (failed > 0) throw new Error(`${name}: ${failed} jobs failed`);
     await redis.del(`${bull}:completed`, `${bull}:failed`);
     if (counted) (results.get(name) ?? results.set(name, []).get(name))?.push(row);
-    console.log(`${process.env.MONITOR ? '(under MONITOR, CPU inflated) ' : ''}${counted ? '' : 'warm-up, not counted: '}${name}: worker ${row.worker.toFixed(2)} ms/job, Redis ${row.redis.toFixed(2)}, fake Jenkins ${row.bench.toFixed(2)}, machine ${row.machine.toFixed(2)}, ${(JOBS / seconds).toFixed(0)} jobs/s, ${row.connections.toFixed(2)} TCP connections opened per job`);
+    console.log(`${process.env.MONITOR ? '(under MONITOR, CPU inflated) ' : ''}${counted ? '' : 'warm-up, not counted: '}${name}: worker ${row.worker.toFixed(2)} ms/job, Redis ${row.redis.toFixed(2)}, fake Jenkins ${row.bench.toFixed(2)}, machine ${row.machine.toFixed(2)}, ${(JOBS / seconds).toFixed(0)} jobs/s, ${row.connections.toFixed(2)} TCP connections opened per job, ${row.reads.toFixed(2)} writes to Redis per job`);
   };
   try {
     // Round -1 warms up the fake Jenkins and this process with the first contender, not counted: the
