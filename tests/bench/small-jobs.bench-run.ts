@@ -238,7 +238,10 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
     const ferryDir = path.join(work, `ferry-${round}`);
     const env = ferryEnv(redisServer.url, jenkins.url, ferryDir, { QUEUE_PREFIX: prefix });
     const api = await startFerryApi(env);
-    const workers: ChildService[] = Array.from({ length: WORKERS }, () => startScript('worker', { ...env, WORKER_CONCURRENCY: String(CONCURRENCY) }));
+    // BENCH_FERRY_WORKER: another build of the worker, an experiment (tests/bench/profile/worker-variant.mjs).
+    const workers: ChildService[] = Array.from({ length: WORKERS }, () =>
+      startScript('worker', { ...env, WORKER_CONCURRENCY: String(CONCURRENCY) }, process.env.BENCH_FERRY_WORKER || undefined),
+    );
     try {
       await settleDisk();
       await sleep(1_000);

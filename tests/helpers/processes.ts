@@ -14,9 +14,7 @@ export interface ChildService {
  * Starts what `npm run <script>` runs (`node dist/<script>/main.js`) in its own process group.
  * npm is left out so the test sees the service's own exit code (npm re-raises the signal).
  */
-export function startScript(script: 'api' | 'worker', env: Record<string, string>): ChildService {
-  // BENCH_FERRY_WORKER: another build of the worker for the bench (tests/bench/profile/worker-variant.mjs).
-  const entry = script === 'worker' && process.env.BENCH_FERRY_WORKER ? process.env.BENCH_FERRY_WORKER : `dist/${script}/main.js`;
+export function startScript(script: 'api' | 'worker', env: Record<string, string>, entry = `dist/${script}/main.js`): ChildService {
   const child = spawn(process.execPath, [entry], {
     cwd: ROOT,
     env: { ...process.env, NODE_ENV: 'production', ...env },

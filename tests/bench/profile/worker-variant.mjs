@@ -6,8 +6,8 @@
 //   end   the end record written once BullMQ has the outcome, and the log's keep (JobLog.end, keep)
 //   lock  the cancel-marker read and the folder lock (nothing read, the work runs unlocked)
 //   all   the three
-// Run the bench's ferry workers from it with BENCH_FERRY_WORKER=.cmp/<name>/dist/worker/main.js
-// (tests/helpers/processes.ts), or alternate it with the normal build in the worker-cpu tool
+// Run the small-jobs scenario's ferry workers from it with BENCH_FERRY_WORKER=.cmp/<name>/dist/worker/main.js
+// (tests/bench/small-jobs.bench-run.ts), or alternate it with the normal build in the worker-cpu tool
 // (WORKERS=dist/worker/main.js,.cmp/<name>/dist/worker/main.js). Fails when a source no longer
 // holds the text a part replaces.
 import { readFile } from 'node:fs/promises';
