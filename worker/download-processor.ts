@@ -261,8 +261,8 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       // module's folder lock and answered before anything is written (below), and read before a
       // failed plan is reported as the job's failure. One write to Redis per job less than reading
       // it at the start (a write costs about 75 us of machine CPU here; README "Small jobs").
-      const stopIfCancelled = async (cancelled: Promise<boolean>) => {
-        if (await cancelled) throw new UnrecoverableError(`${CANCELLED_PREFIX} before it started`);
+      const stopIfCancelled = async (cancelled: Promise<boolean>, when = 'before it started') => {
+        if (await cancelled) throw new UnrecoverableError(`${CANCELLED_PREFIX} ${when}`);
       };
       let modules: PlannedModule[];
       try {
@@ -298,8 +298,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
         await folderLock.withLock(module.relativeDir, jobId, signal, (holder) => {
           log(`${prefix} ${module.name}: waiting for job ${holder}, which is writing ${module.relativeDir}`);
         }, async () => {
-          if (index === 0) await stopIfCancelled(cancelled);
-          else if (await cancelled) throw new UnrecoverableError(`${CANCELLED_PREFIX} by request`);
+          await stopIfCancelled(cancelled, index === 0 ? 'before it started' : 'by request');
           const ensureDir = folderMaker();
           const existing = data.skip_existing && !(await madeModuleFolder(module, ensureDir))
             ? await readVerifiedManifest(module.dir, module.files.map((file) => file.relativePath))

@@ -56,6 +56,8 @@ type SubmitMode = 'bulk' | 'single';
 /** Alternating bare and ferry rounds. */
 const ROUNDS = QUICK ? 1 : 5;
 const run = promisify(execFile);
+/** BENCH_FERRY_WORKER: another build of ferry's worker, an experiment (tests/bench/profile/worker-variant.mjs): its figure is not judged. */
+const VARIANT_WORKER = process.env.BENCH_FERRY_WORKER || undefined;
 
 /**
  * Flushes what the round before left in the page cache (`sync`) before a contender starts: the bare
@@ -238,10 +240,7 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
     const ferryDir = path.join(work, `ferry-${round}`);
     const env = ferryEnv(redisServer.url, jenkins.url, ferryDir, { QUEUE_PREFIX: prefix });
     const api = await startFerryApi(env);
-    // BENCH_FERRY_WORKER: another build of the worker, an experiment (tests/bench/profile/worker-variant.mjs).
-    const workers: ChildService[] = Array.from({ length: WORKERS }, () =>
-      startScript('worker', { ...env, WORKER_CONCURRENCY: String(CONCURRENCY) }, process.env.BENCH_FERRY_WORKER || undefined),
-    );
+    const workers: ChildService[] = Array.from({ length: WORKERS }, () => startScript('worker', { ...env, WORKER_CONCURRENCY: String(CONCURRENCY) }, VARIANT_WORKER));
     try {
       await settleDisk();
       await sleep(1_000);
@@ -276,7 +275,7 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
 
   try {
     const createMicros = await fileCreateMicros(path.join(work, 'probe'));
-    if (process.env.BENCH_FERRY_WORKER) report.note(`ferry's workers ran ${process.env.BENCH_FERRY_WORKER} (BENCH_FERRY_WORKER), not dist/worker/main.js: not ferry's figure`);
+    if (VARIANT_WORKER) report.note(`ferry's workers ran ${VARIANT_WORKER} (BENCH_FERRY_WORKER), not dist/worker/main.js: not ferry's figure`);
     report.note(`creating one empty file cost ${createMicros.toFixed(0)} us of CPU before the rounds (about 10-30 us on this disk at rest; hundreds for minutes after many deletions)`);
     // Not counted: the first run of the bench process's fake Jenkins (and its JIT) was the slowest of
     // every run before this warm-up: bare round 1 made 470 and 529 jobs/s where rounds 2 and 3 made
@@ -303,8 +302,7 @@ it('many small jobs: ferry workers vs bare BullMQ workers, jobs per second', asy
     const ratiosOf = (runs: RoundResult[], baselines: RoundResult[]) => runs.map((run, index) => rate(run) / rate(baselines[index] as RoundResult));
     const pairedRatio = (runs: RoundResult[], baselines: RoundResult[]) => median(ratiosOf(runs, baselines));
     const roundRatios = ratiosOf(ferryRuns, bareRuns);
-    // A variant build of the worker (BENCH_FERRY_WORKER) is an experiment: its figure is not judged.
-    const variant = process.env.BENCH_FERRY_WORKER ? `; worker ${process.env.BENCH_FERRY_WORKER}, not judged` : '';
+    const variant = VARIANT_WORKER ? `; worker ${VARIANT_WORKER}, not judged` : '';
     report.figure(`small jobs throughput (${JOBS.toLocaleString('en-US')} jobs in bulk submits of ${BULK}${ROUNDS > 1 ? `, median of ${ROUNDS} rounds` : ''}${variant})`, 'jobs/s', med(ferryRuns, rate), {
       baseline: med(bareRuns, rate),
       ratio: median(roundRatios),

@@ -35,6 +35,24 @@ describe('end records of completed jobs', () => {
     reader.disconnect();
   });
 
+  /** ferry's download worker on `bull`, with `jobLog` on the auto-pipelined `ops` connection. */
+  const startWorker = (jobLog: JobLog, concurrency: number, processor: () => Promise<JobResult>) => {
+    const worker = createDownloadWorker<JobData>({
+      redis: bull,
+      keys,
+      // Three parameters: as ferry's processors (BullMQ passes the signal to those only).
+      processor: (_job, _token, _signal) => processor(),
+      jobLog,
+      logger,
+      concurrency,
+      lockDurationMs: 30_000,
+      maxStalls: 1,
+      leases: createLeaseTracker(30_000),
+    });
+    void worker.run();
+    return worker;
+  };
+
   const endOf = async (jobId: string) => {
     const last = (await reader.xrevrange(keys.log(jobId), '+', '-', 'COUNT', 1)) as Array<[string, string[]]>;
     // An end entry has a status field `s` (shared/job-log.ts).
@@ -57,19 +75,7 @@ describe('end records of completed jobs', () => {
       },
     };
     const releases: Array<() => void> = [];
-    const worker = createDownloadWorker<JobData>({
-      redis: bull,
-      keys,
-      // Three parameters: as ferry's processors (BullMQ passes the signal to those only).
-      processor: (_job, _token, _signal) => new Promise<JobResult>((resolve) => releases.push(() => resolve({ files: [], progress: EMPTY_PROGRESS }))),
-      jobLog,
-      logger,
-      concurrency: JOBS,
-      lockDurationMs: 30_000,
-      maxStalls: 1,
-      leases: createLeaseTracker(30_000),
-    });
-    void worker.run();
+    const worker = startWorker(jobLog, JOBS, () => new Promise<JobResult>((resolve) => releases.push(() => resolve({ files: [], progress: EMPTY_PROGRESS }))));
     try {
       const jobs = await queue.addBulk(Array.from({ length: JOBS }, (_, index) => ({ name: 'download', data: { job_url: `https://jenkins.example/job/x/${index + 1}/`, release: '1.0' } as JobData })));
       await waitFor(async () => releases.length === JOBS, 'every job running', 10_000, 10);
@@ -106,20 +112,8 @@ describe('end records of completed jobs', () => {
   });
 
   it('a worker closed right after its last job still writes that job\'s end record (recorded())', async () => {
-    const jobLog = createJobLog({ redis: ops, keys, maxLines: 100, ttlSeconds: 60 });
-    const worker = createDownloadWorker<JobData>({
-      redis: bull,
-      keys,
-      processor: async (_job, _token, _signal) => ({ files: [], progress: EMPTY_PROGRESS }),
-      jobLog,
-      logger,
-      concurrency: 1,
-      lockDurationMs: 30_000,
-      maxStalls: 1,
-      leases: createLeaseTracker(30_000),
-    });
+    const worker = startWorker(createJobLog({ redis: ops, keys, maxLines: 100, ttlSeconds: 60 }), 1, async () => ({ files: [], progress: EMPTY_PROGRESS }));
     const completed = new Promise<string>((resolve) => worker.once('completed', (job) => resolve(job.id as string)));
-    void worker.run();
     await queue.add('download', { job_url: 'https://jenkins.example/job/x/99/', release: '1.0' } as JobData);
     const jobId = await completed;
     // At once, while its end record waits for its tick.

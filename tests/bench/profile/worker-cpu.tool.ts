@@ -13,6 +13,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { it } from 'vitest';
 import { createKeys } from '../../../shared/keys.js';
 import { fillQueue, ferryEnv } from '../ferry-fleet.js';
@@ -32,6 +33,14 @@ function machineBusySeconds(): number {
   const fields = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
   const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = fields;
   return (user + nice + system + irq + softirq + steal) / 100;
+}
+
+/**
+ * Redis's read events so far (INFO stats total_reads_processed): one per write a client's socket
+ * delivered, so, per job, the writes to Redis (this process's polling included).
+ */
+async function redisReads(redis: Redis): Promise<number> {
+  return Number(/total_reads_processed:(\d+)/.exec(await redis.info('stats'))?.[1]);
 }
 
 /** TCP connections this machine opened so far (/proc/net/snmp ActiveOpens): all loopback here. */
@@ -60,10 +69,7 @@ it('worker CPU per job', async () => {
     await sleep(1_500);
     const cpu0 = { worker: processCpuSeconds(worker.pid), redis: processCpuSeconds(redisPid), bench: process.cpuUsage(), machine: machineBusySeconds() };
     const opens0 = tcpActiveOpens();
-    // Redis's read events (INFO stats total_reads_processed): one per write a client's socket
-    // delivered, so the writes to Redis per job, this process's polling included.
-    const readsProcessed = async () => Number(/total_reads_processed:(\d+)/.exec(await redis.info('stats'))?.[1]);
-    const reads0 = await readsProcessed();
+    const reads0 = await redisReads(redis);
     // MONITOR=<file>: every command Redis runs while this worker measures, with the name of the
     // connection that sent it (`lua` for commands run inside scripts), written to <file>.<name>.
     // MONITOR costs Redis and this process CPU: the CPU figures of such a run are marked.
@@ -114,7 +120,7 @@ it('worker CPU per job', async () => {
       machine: ((machineBusySeconds() - cpu0.machine) / JOBS) * 1000,
       seconds,
       connections: (tcpActiveOpens() - opens0) / JOBS,
-      reads: ((await readsProcessed()) - reads0) / JOBS,
+      reads: ((await redisReads(redis)) - reads0) / JOBS,
     };
     await worker.stop();
     const failed = await redis.zcard(`${bull}:failed`);
