@@ -62,16 +62,14 @@ describe('end records of completed jobs', () => {
 
   it(`jobs completing ${END_RECORD_DELAY_MS / 5} ms apart: their end records leave together, each after its outcome`, async () => {
     const baseLog = createJobLog({ redis: ops, keys, maxLines: 100, ttlSeconds: 60 });
-    const statesAtEnd = new Map<string, string>();
+    const statesAtEnd = new Map<string, Promise<string>>();
     const jobLog: JobLog = {
       ...baseLog,
       async end(jobId, status, error, lastLine) {
         // The job's state, read on another connection as the end record is sent (not before it:
         // waiting for that answer would send each record in a tick of its own).
-        const state = queue.getJobState(jobId);
-        const ended = baseLog.end(jobId, status, error, lastLine);
-        statesAtEnd.set(jobId, await state);
-        return ended;
+        statesAtEnd.set(jobId, queue.getJobState(jobId));
+        return baseLog.end(jobId, status, error, lastLine);
       },
     };
     const releases: Array<() => void> = [];
@@ -102,7 +100,7 @@ describe('end records of completed jobs', () => {
         // slow machine); one per job without the batching.
         expect(writes).toBeLessThanOrEqual(3);
         expect(writes).toBeGreaterThanOrEqual(1);
-        for (const id of ids) expect(statesAtEnd.get(id)).toBe('completed');
+        for (const id of ids) expect(await statesAtEnd.get(id)).toBe('completed');
       } finally {
         stream.write = write;
       }
