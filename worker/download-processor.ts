@@ -260,7 +260,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       // that was taken just as its cancel came). It is read in the same write to Redis as the first
       // module's folder lock and answered before anything is written (below), and read before a
       // failed plan is reported as the job's failure. One write to Redis per job less than reading
-      // it at the start (a write costs about 75 us of machine CPU here; README "Small jobs").
+      // it at the start (a write costs about 75 us of machine CPU here; docs/benchmarks.md, "Small jobs").
       const stopIfCancelled = async (cancelled: Promise<boolean>, when = 'before it started') => {
         if (await cancelled) throw new UnrecoverableError(`${CANCELLED_PREFIX} ${when}`);
       };

@@ -30,7 +30,7 @@ export type Manifest = z.infer<typeof ManifestSchema>;
  * (readVerifiedManifest: size and SHA-256), so a manifest that a power cut lost or left torn costs
  * one download of its module again, never a wrong file; the artifacts themselves are fsynced. This
  * saved one fsync of four per small job: one job's files cost 1.33 ms of machine CPU with four, 1.12
- * with three, on the bench VM (issue 5, small jobs; README "Small jobs: where the rest goes").
+ * with three, on the bench VM (issue 5, small jobs; docs/benchmarks.md, "Small jobs: where the rest goes").
  */
 export function manifestWrite(moduleDir: string, manifest: Manifest): FileWrite {
   const target = path.join(moduleDir, MANIFEST_NAME);
