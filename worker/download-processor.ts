@@ -82,7 +82,7 @@ function withContext(prefix: string, error: unknown): Error {
 
 /** What one job does: plan the modules, then download each, writing a manifest per module. */
 export function createDownloadProcessor(options: DownloadProcessorOptions): DownloadProcessor {
-  const { jenkins, jobLog, logger, downloadDir, folderLock } = options;
+  const { jenkins, jobLog, logger, downloadDir, folderLock, canWrite } = options;
   const host = hostname();
 
   const downloadFile = async (
@@ -175,11 +175,19 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
       staged = [];
       stagedBytes = 0;
     };
-    const results = await mapWithConcurrency(module.files, options.transfer.maxConnections, async (file) => {
-      const result = await downloadFile(job, module, file, prefix, progress, signal, log, ensureDir, stage);
-      progress.update({ files_done: 1 });
-      return result;
-    });
+    let results: Array<DownloadedFile | undefined>;
+    try {
+      results = await mapWithConcurrency(module.files, options.transfer.maxConnections, async (file) => {
+        const result = await downloadFile(job, module, file, prefix, progress, signal, log, ensureDir, stage);
+        progress.update({ files_done: 1 });
+        return result;
+      });
+    } catch (error) {
+      // Files already sent to the writer are renamed into the folder on its thread: the folder lock
+      // is released only after them, so no other job's writes overlap this module's.
+      await Promise.allSettled(earlier);
+      throw error;
+    }
     await Promise.all(earlier);
     const records = module.files.map((file, index) => ({ path: `${module.relativeDir}/${file.relativePath}`, ...(results[index] as DownloadedFile), host }));
     const manifestFiles = module.files.map((file, index) => ({ path: file.relativePath, ...(results[index] as DownloadedFile), url: file.url }));
@@ -213,6 +221,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
         ? { id: batch.id, format: (message) => (message.startsWith(batchPrefix) ? message : `${batchPrefix} ${data.module ?? 'module'}: ${message}`) }
         : undefined,
       delayMs: options.logFlushMs ?? 50,
+      ...(canWrite ? { canWrite: () => canWrite(jobId) } : {}),
       onError: (error) => logger.warn('could not write job log lines; trying again', { job_id: jobId, error: (error as Error).message }),
     });
     const log: Log = (message) => journal.line(message);

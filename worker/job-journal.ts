@@ -40,6 +40,12 @@ export interface JobJournalOptions {
   /** A burst Redis refused (it stays queued and is tried again). */
   readonly onError: (error: unknown) => void;
   /**
+   * False once this process may no longer act for the job (its lease ran out: job-controls.ts). From
+   * then on nothing queued is written: the job belongs to another worker, whose lines and end entry
+   * are in the log already or on their way, and a stale burst would land after them.
+   */
+  readonly canWrite?: () => boolean;
+  /**
    * Lines kept queued per log while Redis refuses them (default 10,000): past it the oldest queued
    * lines are dropped and a line saying how many takes their place, so a long job under a long
    * refusal does not grow the worker's memory without bound.
@@ -94,8 +100,24 @@ export function createJobJournal(options: JobJournalOptions): JobJournal {
   /** Set by close(): from then on only close() writes, so nothing lands after it returns or gives up. */
   let closed = false;
 
+  /** Set once the lease is found lost: everything queued is dropped and nothing more is written. */
+  let stale = false;
+  const dropAll = () => {
+    stale = true;
+    snapshot = undefined;
+    for (const target of targets) {
+      target.lines = [];
+      target.unsent = undefined;
+      target.dropped = 0;
+    }
+  };
+
   const writeTarget = async (target: Target) => {
     for (;;) {
+      if (stale || (options.canWrite && !options.canWrite())) {
+        dropAll();
+        return;
+      }
       if (!target.unsent) {
         const progress = target.withProgress ? snapshot : undefined;
         const keepNow = target.withProgress && keep;
@@ -152,6 +174,7 @@ export function createJobJournal(options: JobJournalOptions): JobJournal {
 
   return {
     line(message) {
+      if (stale) return;
       const timestamp = new Date().toISOString();
       for (const target of targets) {
         target.lines.push({ message: target.format(message), timestamp });

@@ -119,4 +119,32 @@ describe('end records of completed jobs', () => {
     await worker.recorded();
     expect(await endOf(jobId)).toBeDefined();
   });
+
+  it('an end record Redis refuses is tried again until it is written', async () => {
+    const baseLog = createJobLog({ redis: ops, keys, maxLines: 100, ttlSeconds: 60 });
+    let refusals = 2;
+    const tries: string[] = [];
+    const jobLog: JobLog = {
+      ...baseLog,
+      async end(jobId, status, error, lastLine) {
+        tries.push(jobId);
+        if (refusals > 0) {
+          refusals -= 1;
+          throw new Error("OOM command not allowed when used memory > 'maxmemory'.");
+        }
+        return baseLog.end(jobId, status, error, lastLine);
+      },
+    };
+    const worker = startWorker(jobLog, 1, async () => ({ files: [], progress: EMPTY_PROGRESS }));
+    try {
+      const completed = new Promise<string>((resolve) => worker.once('completed', (job) => resolve(job.id as string)));
+      await queue.add('download', { job_url: 'https://jenkins.example/job/x/98/', release: '1.0' } as JobData);
+      const jobId = await completed;
+      await waitFor(async () => (await endOf(jobId)) !== undefined, 'the end record, after two refusals', 5_000, 10);
+      expect(tries).toEqual([jobId, jobId, jobId]);
+    } finally {
+      await worker.close();
+      await worker.recorded();
+    }
+  });
 });

@@ -49,6 +49,23 @@ describe('job journal: a job log written in bursts (real Redis)', () => {
     expect(await calls(redis, 'evalsha')).toBe(before + 1);
   });
 
+  it('writes nothing more once the lease is lost: queued lines and snapshot are dropped, later ones ignored', async () => {
+    let leaseHeld = true;
+    const journal = journalFor('stale', { canWrite: () => leaseHeld });
+    journal.line('before the pause');
+    await journal.flush();
+    journal.line('queued while paused');
+    journal.progress(progress(3));
+    leaseHeld = false;
+    await journal.flush();
+    journal.line('after waking');
+    await journal.close();
+    leaseHeld = true; // even if asked again, what was dropped stays dropped
+    await journal.flush();
+    expect((await messages('stale')).map(([, message]) => message)).toEqual(['before the pause']);
+    expect((await snapshot('stale')).files_done).not.toBe(3);
+  });
+
   it('writes on its own within delayMs, without a flush', async () => {
     const journal = journalFor('timer');
     journal.line('a');
