@@ -180,7 +180,6 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
   const router = Router();
   const streamTokens = options.streamTokens ?? createStreamTokens(undefined);
   const auth = options.auth ?? createAuth({ tokens: [], open: true, streamTokens });
-  const submitLimit: RequestHandler = options.submitLimit?.middleware ?? ((_req, _res, next) => next());
   const read = auth.require('read');
   const write = auth.require('write');
   router.use(BASE, auth.identify);
@@ -191,9 +190,11 @@ export function createDownloadRouter(options: DownloadRoutesOptions): Router {
   router.post(BULK_SUBMIT_PATH, ...bulkSubmitHandlers({ ...options, auth, idempotency, submitLimit: options.submitLimit }));
 
   // The tracker's "download selected": several builds as one batch job (see worker/batch-coordinator.ts).
-  router.post(`${BASE}/download-selected`, write, submitLimit, idempotency, async (req, res) => {
+  // As the other submits: the rate limit is spent once the request is valid and not a replay.
+  router.post(`${BASE}/download-selected`, write, idempotency, async (req, res) => {
     if (!req.is('application/json')) throw new ValidationError('Content-Type must be application/json');
     const builds = validateBatch(req.body, options.jenkinsUrl);
+    await options.submitLimit?.spend(req, res, 1);
     const { role, label } = principalOf(res);
     const jobId = await jobStore.submitBatch(builds, { submittedBy: { role: role ?? 'read', label } });
     res.status(202).json({

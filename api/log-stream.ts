@@ -111,8 +111,13 @@ export function createLogStreamHandler(options: LogStreamOptions) {
   return async (req: Request, res: Response): Promise<void> => {
     const jobId = String(req.params.id);
     let lastSent = startCursor(req);
-    const [view, newest] = await Promise.all([jobStore.get(jobId), jobLog.lastCursor(jobId)]);
-    if (!view && newest === START_CURSOR) throw new NotFoundError(`No job ${jobId}`);
+    const [view, newestEntry] = await Promise.all([jobStore.get(jobId), jobLog.lastEntry(jobId)]);
+    if (!view && !newestEntry) throw new NotFoundError(`No job ${jobId}`);
+    // A cursor past the newest entry (made up, or kept from a log a Redis restart rebuilt) resumes
+    // at the newest: this process's tail of the log reads on from its first reader's cursor, so
+    // one reader's cursor from the future would hold back the lines of every other.
+    const newest = newestEntry?.id ?? START_CURSOR;
+    if (compareCursors(lastSent, newest) > 0) lastSent = newest;
 
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
@@ -224,6 +229,14 @@ export function createLogStreamHandler(options: LogStreamOptions) {
         write(chunk);
       }),
     );
+
+    // A reader that already had the end (an EventSource reconnects with the end's own id) gets the
+    // same ending again, rather than a stream that never ends.
+    if (newestEntry?.kind === 'end' && lastSent === newest) {
+      write(formatEnd(newestEntry.id, newestEntry.status, newestEntry.error));
+      finish();
+      return;
+    }
 
     await replay(true);
     if (done) return;

@@ -1,7 +1,7 @@
-import type { Request, RequestHandler, Response } from 'express';
+import type { Request, Response } from 'express';
 import type { Redis } from 'ioredis';
-import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
-import { RateLimitedError, RedisUnavailableError } from '../shared/errors.js';
+import { RateLimiterRedis } from 'rate-limiter-flexible';
+import { RateLimitedError } from '../shared/errors.js';
 import type { Keys } from '../shared/keys.js';
 import { defineScript } from '../shared/redis-script.js';
 
@@ -59,8 +59,6 @@ return {1, redis.call('incrby', KEYS[1], ARGV[2]), ttl}
 const spendPoints = defineScript(SPEND_POINTS_LUA);
 
 export interface SubmitRateLimit {
-  /** The limit as middleware: for the batch submit (and anything else that is not the single submit). */
-  readonly middleware: RequestHandler;
   /** The caller's budget, for the single submit, which spends it inside its claim script. */
   budget(req: Request, res: Response): RateBudget;
   /**
@@ -99,19 +97,6 @@ export function createSubmitRateLimit(options: RateLimitOptions): SubmitRateLimi
     duration: 60,
     rejectIfRedisNotReady: true,
   });
-  const middleware: RequestHandler = async (req, res, next) => {
-    try {
-      const result = await limiter.consume(options.scope(req, res));
-      setRateHeaders(res, options.perMinute, result.consumedPoints);
-      next();
-    } catch (outcome) {
-      if (outcome instanceof RateLimiterRes) {
-        next(rateLimited(options.perMinute, outcome.msBeforeNext));
-        return;
-      }
-      next(outcome instanceof Error && /not ready|closed|ECONN|Connection/i.test(outcome.message) ? new RedisUnavailableError({ cause: outcome }) : outcome);
-    }
-  };
   /** The caller's counter, as rate-limiter-flexible names it. */
   const keyOf = (req: Request, res: Response) => limiter.getKey(options.scope(req, res));
   const spend = async (req: Request, res: Response, points: number): Promise<void> => {
@@ -120,7 +105,6 @@ export function createSubmitRateLimit(options: RateLimitOptions): SubmitRateLimi
     setRateHeaders(res, options.perMinute, Number(used));
   };
   return {
-    middleware,
     spend,
     perMinute: options.perMinute,
     budget: (req, res) => ({ key: keyOf(req, res), points: options.perMinute, windowSeconds: 60 }),

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import type { FinalStatus, Progress } from './job-contract.js';
 import { serializeProgress } from './job-progress.js';
 import type { Keys } from './keys.js';
-import { cursorSequence, START_CURSOR } from './log-cursor.js';
+import { cursorSequence } from './log-cursor.js';
 
 /** One entry of a job's log stream. */
 export type LogEntry =
@@ -70,8 +70,8 @@ export interface JobLog {
   end(jobId: string, status: FinalStatus, error: string | null, lastLine?: string): Promise<void>;
   /** Entries after `after` (exclusive), at most `count`. */
   read(jobId: string, after: string, count: number): Promise<LogRange>;
-  /** Cursor of the newest entry, or START_CURSOR when the log is empty. */
-  lastCursor(jobId: string): Promise<string>;
+  /** The newest entry, or undefined when the log is empty. */
+  lastEntry(jobId: string): Promise<LogEntry | undefined>;
   remove(jobId: string): Promise<void>;
 }
 
@@ -201,9 +201,9 @@ export function createJobLog({ redis, keys, maxLines, ttlSeconds }: JobLogOption
       return { entries, dropped };
     },
 
-    async lastCursor(jobId) {
-      const last = (await redis.xrevrange(keys.log(jobId), '+', '-', 'COUNT', 1)) as [string, string[]][];
-      return last[0]?.[0] ?? START_CURSOR;
+    async lastEntry(jobId) {
+      const [last] = (await redis.xrevrange(keys.log(jobId), '+', '-', 'COUNT', 1)) as [string, string[]][];
+      return last ? parseLogEntry(last[0], last[1]) : undefined;
     },
 
     async remove(jobId) {

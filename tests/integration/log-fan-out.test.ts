@@ -60,4 +60,53 @@ describe('live log fan-out of burst batches', () => {
       expect(reader.events.at(-1)?.event).toBe('complete');
     }
   });
+
+  /** A pending job (no worker runs) whose log this test writes as a worker would. */
+  const pendingJob = async (name: string) => {
+    const buildUrl = jenkins.addBuild(['QA_Release_6.4', name], 1, { artifacts: [] });
+    const submitted = await postJson(`${system.baseUrl}/api/v1/jenkins/download`, { job_url: buildUrl });
+    expect(submitted.status).toBe(202);
+    const jobId = String(submitted.body.job_id);
+    const jobLog = createJobLog({ redis: system.redis, keys: createKeys(system.config.queuePrefix), maxLines: 10_000, ttlSeconds: 600 });
+    return { jobId, jobLog, streamUrl: `${system.baseUrl}/api/v1/jenkins/download/${jobId}` };
+  };
+  const closedWithin = (reader: SseReader, ms: number) =>
+    Promise.race([reader.closed.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms))]);
+
+  it('a reader whose Last-Event-ID is past the newest line resumes at the newest, and holds back no other reader', async () => {
+    const { jobId, jobLog, streamUrl } = await pendingJob('future-cursor');
+    await jobLog.append(jobId, 'line 1');
+    await jobLog.append(jobId, 'line 2');
+    // The first reader of this log on the API process: its cursor is where the process's tail starts.
+    const ahead = await openSse(streamUrl, { 'last-event-id': '0-1000' });
+    const other = await openSse(streamUrl);
+    readers.push(ahead, other);
+    await waitFor(() => logLines(other.events).length >= 2 || null, 'the history at the other reader', 5_000);
+    for (const n of [3, 4, 5]) await jobLog.append(jobId, `line ${n}`);
+    await jobLog.end(jobId, 'completed', null);
+    expect(await closedWithin(other, 5_000)).toBe(true);
+    expect(await closedWithin(ahead, 5_000)).toBe(true);
+    expect(logLines(other.events).map((line) => line.message)).toEqual(['line 1', 'line 2', 'line 3', 'line 4', 'line 5']);
+    expect(logLines(ahead.events).map((line) => line.message)).toEqual(['line 3', 'line 4', 'line 5']);
+    for (const reader of [ahead, other]) expect(reader.events.at(-1)?.event).toBe('complete');
+  });
+
+  it('a reader that resumes with the end entry\'s own id gets the same ending again, and the stream closes', async () => {
+    const { jobId, jobLog, streamUrl } = await pendingJob('resume-at-end');
+    await jobLog.append(jobId, 'only line');
+    await jobLog.end(jobId, 'completed', null);
+    const first = await openSse(streamUrl);
+    readers.push(first);
+    expect(await closedWithin(first, 5_000)).toBe(true);
+    // The end: its entry (with the id an EventSource resumes from), then the complete event.
+    const ending = first.events.slice(-2);
+    expect(ending.map((event) => event.event)).toEqual(['message', 'complete']);
+    const endId = ending[0]?.id as string;
+    expect(endId).toMatch(/^0-\d+$/);
+    const again = await openSse(streamUrl, { 'last-event-id': endId });
+    readers.push(again);
+    expect(await closedWithin(again, 5_000)).toBe(true);
+    expect(logLines(again.events)).toEqual([]);
+    expect(again.events.slice(-2)).toEqual(ending);
+  });
 });

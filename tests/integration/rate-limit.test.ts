@@ -1,5 +1,5 @@
 // The per-caller submit budget (RATE_LIMIT_PER_MINUTE): a single submit spends its point inside its
-// dedup claim script, a batch through rate-limiter-flexible's middleware; both on one counter.
+// dedup claim script, a batch (and a bulk submit) once it is valid and not a replay; one counter.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeJenkins, type FakeJenkins } from '../helpers/fake-jenkins.js';
 import { startSystem, type TestSystem } from '../helpers/system.js';
@@ -44,7 +44,7 @@ describe('submit rate limit: single and batch submits spend one budget', () => {
     };
   };
   const single = (build: string, headers: Record<string, string> = {}) => post('download', { job_url: build }, headers);
-  const batch = (build: string) => post('download-selected', { jobs: [{ key: 'k', release: '4.4', build_url: build }] });
+  const batch = (build: string, headers: Record<string, string> = {}) => post('download-selected', { jobs: [{ key: 'k', release: '4.4', build_url: build }] }, headers);
 
   it('counts new, deduplicated and batch submits alike; a refused or replayed request spends nothing; then 429 on both routes', async () => {
     const first = await single(builds[0] as string, { 'idempotency-key': 'budget-key-1' });
@@ -56,11 +56,15 @@ describe('submit rate limit: single and batch submits spend one budget', () => {
     const replay = await single(builds[0] as string, { 'idempotency-key': 'budget-key-1' });
     expect(replay.status).toBe(202);
     expect(replay.body.job_id).toBe(first.body.job_id);
+    // The same for a batch: a malformed one is refused before any point is spent.
+    expect((await post('download-selected', { jobs: 'nope' })).status).toBe(400);
 
     const second = await single(builds[1] as string);
     expect([second.status, second.remaining]).toEqual([202, '3']);
-    const grouped = await batch(builds[2] as string);
+    const grouped = await batch(builds[2] as string, { 'idempotency-key': 'budget-batch-1' });
     expect([grouped.status, grouped.remaining]).toEqual([202, '2']);
+    const groupedAgain = await batch(builds[2] as string, { 'idempotency-key': 'budget-batch-1' });
+    expect([groupedAgain.status, groupedAgain.body.job_id]).toEqual([202, grouped.body.job_id]);
     const again = await single(builds[1] as string);
     expect([again.status, again.remaining, again.body.deduplicated]).toEqual([200, '1', true]);
     const last = await single(builds[3] as string);
