@@ -10,8 +10,10 @@ export interface LoggerOptions {
 }
 
 const SECRET_KEY = /pass(word)?|secret|token|authorization|api[_-]?key|cookie/i;
-const URL_CREDENTIALS = /(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s@]+@/gi;
-const BEARER_OR_BASIC = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/g;
+// Up to the authority's last '@': a password may hold a raw '@' (WHATWG URL and ioredis accept it).
+const URL_CREDENTIALS = /(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s]*@/gi;
+// The whole credential, whatever its characters (API tokens are not limited to base64's).
+const BEARER_OR_BASIC = /\b(Bearer|Basic)\s+[^\s"',;]+/g;
 
 /** Removes credentials from a string: `user:pass@` in URLs and Authorization header values. */
 export function redactText(text: string): string {

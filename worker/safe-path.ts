@@ -26,7 +26,8 @@ export function resolveInside(root: string, ...segments: string[]): string {
   }
   const resolved = path.resolve(absoluteRoot, ...segments);
   const relative = path.relative(absoluteRoot, resolved);
-  if (relative === '' || relative.startsWith('..') || path.isAbsolute(relative)) {
+  // '..' itself or a first component '..' leaves the root; '...' or '..foo.xml' is a name like any other.
+  if (relative === '' || relative === '..' || relative.startsWith(`..${path.sep}`) || path.isAbsolute(relative)) {
     throw new UnsafePathError(`path leaves ${absoluteRoot}: ${JSON.stringify(segments.join('/'))}`);
   }
   return resolved;

@@ -21,4 +21,11 @@ describe('redaction', () => {
     expect(redactText('Authorization: Basic dXNlcjp0b2tlbg==')).toBe('Authorization: Basic [redacted]');
     expect(redactText('redis://:pw@127.0.0.1:6379')).toBe('redis://[redacted]@127.0.0.1:6379');
   });
+
+  it('removes the whole of a password holding a raw @, and of a token with any characters', () => {
+    expect(redactText('"redis":"redis://default:Pa55@word-XYZ@127.0.0.1:1"')).toBe('"redis":"redis://[redacted]@127.0.0.1:1"');
+    expect(redactText('two: https://a:b@h1/x and https://c:d@h2/y')).toBe('two: https://[redacted]@h1/x and https://[redacted]@h2/y');
+    expect(redactText('Bearer abc!SECRET%PART$x, next')).toBe('Bearer [redacted], next');
+    expect(redactText('{"authorization":"Basic dXNl:cjp0!b2tlbg=="}')).toBe('{"authorization":"Basic [redacted]"}');
+  });
 });

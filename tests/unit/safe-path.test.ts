@@ -18,4 +18,9 @@ describe('resolveInside', () => {
   ])('refuses %s', (_name, segments) => {
     expect(() => resolveInside('/data', ...segments)).toThrow(UnsafePathError);
   });
+
+  it('takes names that only begin with two dots', () => {
+    expect(resolveInside('/data', '...', '..foo.xml')).toBe(path.resolve('/data/.../..foo.xml'));
+    expect(resolveInside('/data', '6.4', 'm', '1', '..hidden/a.xml')).toBe(path.resolve('/data/6.4/m/1/..hidden/a.xml'));
+  });
 });
