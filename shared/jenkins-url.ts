@@ -57,7 +57,18 @@ export function moduleBuildUrl(folderUrl: string, key: string, build: number): s
 }
 
 /** Artifact download URL, each path segment URL-encoded. */
+/**
+ * True for an artifact path Jenkins could have listed: relative, '/'-separated components, none
+ * empty, '.' or '..', no backslash or NUL. encodeURIComponent leaves '..' as it is, so a path with
+ * one would climb out of the build (and JENKINS_URL's path) while carrying the credentials.
+ */
+export function isSafeRelativePath(relativePath: string): boolean {
+  if (relativePath.includes('\\') || relativePath.includes('\0')) return false;
+  return relativePath.split('/').every((part) => part !== '' && part !== '.' && part !== '..');
+}
+
 export function artifactUrl(buildUrl: string, relativePath: string): string {
+  if (!isSafeRelativePath(relativePath)) throw new Error(`not a safe artifact path: ${JSON.stringify(relativePath)}`);
   const encoded = relativePath.split('/').map(encodeURIComponent).join('/');
   return new URL(`artifact/${encoded}`, buildUrl).toString();
 }

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { PART_SUFFIX } from './download-file.js';
 import type { JenkinsClient } from './jenkins-client.js';
 import { MANIFEST_NAME } from './manifest.js';
-import { artifactUrl, moduleBuildUrl, moduleName, parseBuildUrl } from '../shared/jenkins-url.js';
+import { artifactUrl, isSafeRelativePath, moduleBuildUrl, moduleName, parseBuildUrl } from '../shared/jenkins-url.js';
 import { resolveInside } from './safe-path.js';
 
 /** The part of Jenkins' build JSON ferry uses. */
@@ -114,6 +114,9 @@ async function resolveModules(
   if (!buildMap) {
     const buildUrl = `${location.folderUrl}job/${encodeURIComponent(location.jobName)}/${info.number}/`;
     return { info, modules: [{ name: moduleName(location.jobName), buildUrl }], mapped: false };
+  }
+  if (!isSafeRelativePath(buildMap.relativePath)) {
+    throw new UnrecoverableError(`build_map.json of ${location.buildUrl} is listed at an unsafe path: ${JSON.stringify(buildMap.relativePath)}`);
   }
   const raw = await jenkins.getJson(artifactUrl(location.buildUrl, buildMap.relativePath), signal);
   const parsed = BuildMapSchema.safeParse(raw);

@@ -73,6 +73,19 @@ describe('hostile input from Jenkins: nothing is written outside DOWNLOAD_DIR', 
       expect(jenkins.requests.some((request) => request.path.includes(`${encodeURIComponent(jobName)}/1/artifact/`))).toBe(false);
     });
   }
+
+  it('a build_map.json listed at a path that climbs out of the build fails the job, and nothing outside the build is fetched', async () => {
+    const url = jenkins.addBuild(['QA_Release_4.2', 'hostile-map'], 1, {
+      artifacts: [{ relativePath: '../../../../other-app/secret/build_map.json', content: '{"ROUTING_MODULE": 1}' }],
+    });
+    const answer = await postJson(`${system.baseUrl}/api/v1/jenkins/download`, { job_url: url });
+    expect(answer.status).toBe(202);
+    const done = await finishedOn(system)(answer.body.job_id as string);
+    expect(done.status).toBe('failed');
+    expect(String(done.error)).toMatch(/build_map\.json .* unsafe path/);
+    // Without the check, the URL climbed to /other-app/... on Jenkins's host, with its credentials.
+    expect(jenkins.requests.some((request) => request.path.includes('other-app'))).toBe(false);
+  });
 });
 
 describe('a build JSON that is not what the Jenkins API returns', () => {

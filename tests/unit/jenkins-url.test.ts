@@ -27,6 +27,13 @@ describe('Jenkins naming rules', () => {
     expect(artifactUrl('https://j.example/job/a/1/', 'hapy/reports/a b#1.xml')).toBe('https://j.example/job/a/1/artifact/hapy/reports/a%20b%231.xml');
   });
 
+  it('builds no artifact URL from a path that would leave the build', () => {
+    for (const unsafe of ['../x.xml', 'a/../../b.xml', 'a//b.xml', './a.xml', 'a\\b.xml', '']) {
+      expect(() => artifactUrl('https://j.example/jenkins/job/a/1/', unsafe)).toThrow(/not a safe artifact path/);
+    }
+    expect(artifactUrl('https://j.example/job/a/1/', '.../..x.xml')).toBe('https://j.example/job/a/1/artifact/.../..x.xml');
+  });
+
   it('is null for URLs that name no build', () => {
     expect(parseBuildUrl('https://jenkins.example/')).toBeNull();
     expect(parseBuildUrl('https://jenkins.example/view/all/')).toBeNull();
