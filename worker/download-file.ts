@@ -352,7 +352,7 @@ async function tryOnce(
   }
   if (total !== undefined && total > job.maxBytes) {
     response.body.destroy();
-    throw new UnrecoverableError(`${displayUrl(job.url)} is ${total} bytes, more than MAX_ARTIFACT_BYTES (${job.maxBytes})`);
+    throw tooLarge(job, total);
   }
   if (!append && total !== undefined && total < RESUME_MIN_BYTES) return smallTry(job, response, total, wantMd5);
   const needed = (total ?? 0) - (append ? partSize : 0);
@@ -377,6 +377,8 @@ async function tryOnce(
   const canWrite = job.canWrite ?? (() => true);
   let received = start;
   let writer: PartWriter | undefined;
+  /** Set when the body ran past MAX_ARTIFACT_BYTES: its partial file is removed, not kept for a resume. */
+  let oversize = false;
   const signal = AbortSignal.any([job.signal, speed.signal]);
   try {
     writer = await PartWriter.open({
@@ -388,6 +390,11 @@ async function tryOnce(
       // Every byte once, as it arrives (still in the CPU cache): the lease, the hashes, the stall counter.
       onChunk: (chunk) => {
         if (!canWrite()) throw new LeaseLostError();
+        // A body without Content-Length (chunked) was not checked against the limit ahead.
+        if (received + chunk.length > job.maxBytes) {
+          oversize = true;
+          throw tooLarge(job, received + chunk.length, true);
+        }
         sha256.update(chunk);
         md5?.update(chunk);
         received += chunk.length;
@@ -418,7 +425,10 @@ async function tryOnce(
     if (writer) await discardUnlessPrefix(job, metaPath, received);
     if (job.signal.aborted) throw job.signal.reason ?? error;
     if (speed.signal.aborted) throw speed.signal.reason as Error;
-    if (error instanceof UnrecoverableError) throw error;
+    if (error instanceof UnrecoverableError) {
+      if (oversize) await Promise.all([rm(job.partPath, { force: true }), rm(metaPath, { force: true })]);
+      throw error;
+    }
     if (error instanceof DirectGetUnsupported) {
       state.directGet = false;
       throw new RetryableError('DIRECT_READ_REFUSED', `${displayUrl(job.url)}: ${error.message}; reading it through the http module instead`);
@@ -440,6 +450,15 @@ async function tryOnce(
     throw new RetryableError('SIZE_MISMATCH', `received ${size} bytes of ${displayUrl(job.url)} but Content-Length announced ${total}`);
   }
   return { size, sha256: sha256.digest('hex'), ...(md5 ? { md5: md5.digest('hex') } : {}) };
+}
+
+/** The failure of an artifact over MAX_ARTIFACT_BYTES (announced, or counted as it arrived). */
+function tooLarge(job: ArtifactDownload, bytes: number, counted = false): UnrecoverableError {
+  return new UnrecoverableError(
+    counted
+      ? `${displayUrl(job.url)} sent more than MAX_ARTIFACT_BYTES (${job.maxBytes}) without announcing its size; stopped at ${bytes} bytes`
+      : `${displayUrl(job.url)} is ${bytes} bytes, more than MAX_ARTIFACT_BYTES (${job.maxBytes})`,
+  );
 }
 
 /**

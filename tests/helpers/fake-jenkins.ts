@@ -97,7 +97,9 @@ export type FakeFault =
    */
   | { kind: 'redirect'; ttlMs?: number; hops?: number; times?: number }
   /** A Content-Length header one byte larger than the body actually sent (then the response ends normally). */
-  | { kind: 'short-body'; times?: number };
+  | { kind: 'short-body'; times?: number }
+  /** No Content-Length: the body goes chunked (Transfer-Encoding: chunked), its size unannounced. */
+  | { kind: 'chunked'; times?: number };
 
 export interface FakeJenkins {
   /** 'http://127.0.0.1:<port>/' (trailing slash; 'https://' with the `tls` option). */
@@ -223,6 +225,8 @@ interface BodyOptions {
   dropAfter?: number;
   /** Announce a Content-Length this many bytes larger than the body, then close the connection (`short-body`). */
   extraLength?: number;
+  /** Send no Content-Length (`chunked`). */
+  unframed?: boolean;
 }
 
 const baseName = (p: string): string => p.slice(p.lastIndexOf('/') + 1);
@@ -305,6 +309,7 @@ function faultApplies(fault: FakeFault, method: string, plan: RangePlan | undefi
     case 'drop-after':
     case 'trickle':
     case 'short-body':
+    case 'chunked':
       return method === 'GET' && plan.kind !== 'unsatisfiable';
     case 'ignore-range':
       return plan.kind !== 'whole';
@@ -418,7 +423,7 @@ async function serveArtifact(
   }
   const { start, end } = plan.kind === 'partial' ? plan : { start: 0, end: a.size }; // end exclusive
   if (plan.kind === 'partial') headers['Content-Range'] = `bytes ${start}-${end - 1}/${a.size}`;
-  headers['Content-Length'] = end - start + (body.extraLength ?? 0);
+  if (!body.unframed) headers['Content-Length'] = end - start + (body.extraLength ?? 0);
   if (body.extraLength) headers['Connection'] = 'close'; // the client must not wait for the missing bytes
   res.writeHead(plan.kind === 'partial' ? 206 : 200, headers);
   if (req.method === 'HEAD') {
@@ -644,6 +649,8 @@ export async function startFakeJenkins(options: FakeJenkinsOptions = {}): Promis
         return serveArtifact(req, res, artifact, plan, { rate: globalRate, dropAfter: fault.bytes });
       case 'short-body':
         return serveArtifact(req, res, artifact, plan, { rate: globalRate, extraLength: 1 });
+      case 'chunked':
+        return serveArtifact(req, res, artifact, plan, { rate: globalRate, unframed: true });
       case 'trickle': {
         const trickled = entry as FaultEntry;
         const rate = (): number | undefined => (trickled.active ? fault.bytesPerSecond : throttle);

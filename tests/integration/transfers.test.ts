@@ -337,6 +337,21 @@ describe('downloads that survive a real Jenkins (faults switched on in the fake 
     expect(written.filter((name) => String(name).startsWith('huge'))).toEqual(['huge', path.join('huge', `fault_job_${builds}`), path.join('huge', `fault_job_${builds}`, '1')]);
   });
 
+  it('stops an artifact sent without Content-Length once it passes MAX_ARTIFACT_BYTES, and keeps no partial file', async () => {
+    const url = build([{ relativePath: 'unannounced.bin', size: 6_000_000 }]);
+    jenkins.setFault('unannounced.bin', { kind: 'chunked' });
+    try {
+      const done = await finished(await submit({ job_url: url, release: 'unannounced', artifacts: ['**'] }));
+      expect(done.status).toBe('failed');
+      expect(done.error).toMatch(/without announcing its size; stopped at \d+ bytes/);
+      // The response really was unframed (no Content-Length) and was cut short: not 6 MB on disk.
+      const written = (await readdir(system.downloadDir, { recursive: true })).map(String).filter((name) => name.startsWith('unannounced'));
+      expect(written.filter((name) => name.endsWith('.bin') || name.includes('.part'))).toEqual([]);
+    } finally {
+      jenkins.setFault('unannounced.bin', undefined);
+    }
+  });
+
   it('a fingerprinted build has its MD5 checked; a matching file completes', async () => {
     const url = build([{ relativePath: 'x/f.xml', content: '<f/>' }], true);
     const done = await finished(await submit({ job_url: url, release: 'md5ok', artifacts: ['**'] }));
