@@ -1,6 +1,6 @@
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, realpath, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { UnrecoverableError } from 'bullmq';
@@ -10,6 +10,7 @@ import { DirectGetUnsupported, type ResponseHead } from './direct-get.js';
 import { sharedFileWriter, type FileWrite, type FileWriter } from './file-writer.js';
 import { LeaseLostError, PartWriter, partWriterStream, type WriteMode } from './part-writer.js';
 import { RetryableError } from './retry-policy.js';
+import { UnsafePathError } from './safe-path.js';
 
 /** The bytes received do not match the fingerprint Jenkins published. */
 export class IntegrityError extends AppError {
@@ -544,13 +545,40 @@ export async function fetchArtifact(jenkins: JenkinsClient, job: ArtifactDownloa
 
 const makeDir = (dir: string) => mkdir(dir, { recursive: true });
 
-/** A folder maker for one module's files: each folder is created once (mkdir -p), however many files it holds. */
-export function folderMaker(): (dir: string) => Promise<unknown> {
+/** DOWNLOAD_DIR with its own symlinks resolved (it may be one, on purpose), once per process. */
+const realRoots = new Map<string, Promise<string>>();
+
+/**
+ * Proves `dir` (made already) is inside `root` once symlinks are resolved: a symlink planted in
+ * the download folder (a release, module or artifact folder pointing elsewhere) must not take
+ * ferry's writes outside it. Paths are checked as text before (safe-path.ts); this is the disk.
+ */
+async function assertOnDiskInside(root: string, dir: string): Promise<void> {
+  let realRoot = realRoots.get(root);
+  if (!realRoot) {
+    realRoot = realpath(root);
+    realRoot.catch(() => realRoots.delete(root));
+    realRoots.set(root, realRoot);
+  }
+  const [inside, real] = await Promise.all([realRoot, realpath(dir)]);
+  if (real !== inside && !real.startsWith(`${inside}${path.sep}`)) {
+    throw new UnrecoverableError(new UnsafePathError(`${dir} leads outside the download folder (to ${real}) through a symbolic link`).message);
+  }
+}
+
+/**
+ * A folder maker for one module's files under `root` (DOWNLOAD_DIR): each folder is created once
+ * (mkdir -p), however many files it holds, and checked to be inside `root` on disk.
+ */
+export function folderMaker(root: string): (dir: string) => Promise<unknown> {
   const made = new Map<string, Promise<unknown>>();
   return (dir) => {
     let pending = made.get(dir);
     if (!pending) {
-      pending = makeDir(dir);
+      pending = makeDir(dir).then(async (created) => {
+        await assertOnDiskInside(root, dir);
+        return created;
+      });
       // A failure is not remembered: the next file tries again.
       pending.catch(() => made.delete(dir));
       made.set(dir, pending);

@@ -308,7 +308,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
           log(`${prefix} ${module.name}: waiting for job ${holder}, which is writing ${module.relativeDir}`);
         }, async () => {
           await stopIfCancelled(cancelled, index === 0 ? 'before it started' : 'by request');
-          const ensureDir = folderMaker();
+          const ensureDir = folderMaker(downloadDir);
           const existing = data.skip_existing && !(await madeModuleFolder(module, ensureDir))
             ? await readVerifiedManifest(module.dir, module.files.map((file) => file.relativePath))
             : null;

@@ -163,7 +163,8 @@ export class PartWriter {
 
   async #open(): Promise<void> {
     const { path, start, expectedBytes } = this.#options;
-    const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | (start === 0 ? fsConstants.O_TRUNC : 0);
+    // O_NOFOLLOW: a symlink planted at the predictable `.part` name is refused, never written through.
+    const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW | (start === 0 ? fsConstants.O_TRUNC : 0);
     if (expectedBytes === undefined || expectedBytes < SLOT_MODE_MIN_BYTES) {
       this.#handle = await open(path, flags, 0o666);
       return;

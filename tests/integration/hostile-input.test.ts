@@ -1,4 +1,5 @@
-import { readdir, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -73,6 +74,48 @@ describe('hostile input from Jenkins: nothing is written outside DOWNLOAD_DIR', 
       expect(jenkins.requests.some((request) => request.path.includes(`${encodeURIComponent(jobName)}/1/artifact/`))).toBe(false);
     });
   }
+
+  it('a symbolic link inside DOWNLOAD_DIR that leads outside it fails the job; nothing is written through it', async () => {
+    const outside = await mkdtemp(path.join(os.tmpdir(), 'ferry-outside-'));
+    try {
+      const jobName = 'hostile-symlink';
+      const moduleDir = path.join(system.downloadDir, '4.2', 'hostile_symlink', '1');
+      await mkdir(moduleDir, { recursive: true });
+      // Planted before the job: the artifact folder 'reports' is a link to a folder elsewhere, and
+      // the predictable partial-file name of a big artifact is a link to a file elsewhere.
+      await symlink(outside, path.join(moduleDir, 'reports'));
+      const url = jenkins.addBuild(['QA_Release_4.2', jobName], 1, { artifacts: [{ relativePath: 'reports/a.xml', content: '<written-outside/>' }] });
+      const answer = await postJson(`${system.baseUrl}/api/v1/jenkins/download`, { job_url: url, artifacts: ['**'] });
+      expect(answer.status).toBe(202);
+      const done = await finishedOn(system)(answer.body.job_id as string);
+      expect(done.status).toBe('failed');
+      expect(String(done.error)).toMatch(/outside the download folder .* symbolic link/);
+      expect(await readdir(outside)).toEqual([]);
+    } finally {
+      await rm(outside, { recursive: true, force: true });
+    }
+  });
+
+  it('a symbolic link planted at a big artifact\'s partial-file name is not written through', async () => {
+    const outside = await mkdtemp(path.join(os.tmpdir(), 'ferry-outside-'));
+    try {
+      const victim = path.join(outside, 'victim.txt');
+      await writeFile(victim, 'precious');
+      const url = jenkins.addBuild(['QA_Release_4.2', 'hostile-part'], 1, { artifacts: [{ relativePath: 'big.bin', size: 200_000 }] });
+      const answer = await postJson(`${system.baseUrl}/api/v1/jenkins/download`, { job_url: url, artifacts: ['**'] });
+      expect(answer.status).toBe(202);
+      const jobId = answer.body.job_id as string;
+      // The job id is in every answer, so the '.part' name is predictable: plant the link before the
+      // worker gets there (it may already have; then the download simply completes).
+      const moduleDir = path.join(system.downloadDir, '4.2', 'hostile_part', '1');
+      await mkdir(moduleDir, { recursive: true });
+      await symlink(victim, path.join(moduleDir, `big.bin.${jobId}.part`)).catch(() => undefined);
+      await finishedOn(system)(jobId);
+      expect(await readFile(victim, 'utf8')).toBe('precious');
+    } finally {
+      await rm(outside, { recursive: true, force: true });
+    }
+  });
 
   it('a build_map.json listed at a path that climbs out of the build fails the job, and nothing outside the build is fetched', async () => {
     const url = jenkins.addBuild(['QA_Release_4.2', 'hostile-map'], 1, {
