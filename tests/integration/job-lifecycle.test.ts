@@ -37,7 +37,11 @@ describe('job lifecycle: log trimming, TTLs, and Bull Board actions reflected in
   it('keeps the newest MAX_LOG_LINES lines and tells a reader how many it missed', async () => {
     const id = await submit({ job_url: manyUrl });
     await finished(id);
-    const lastId = (await system.redis.xrevrange(createKeys('{ferry}').log(id), '+', '-', 'COUNT', 1))[0]?.[0] as string;
+    // The end entry follows the outcome within END_RECORD_DELAY_MS: count the lines once it is there.
+    const lastId = await waitFor(async () => {
+      const [last] = (await system.redis.xrevrange(createKeys('{ferry}').log(id), '+', '-', 'COUNT', 1)) as Array<[string, string[]]>;
+      return last && last[1].includes('s') ? last[0] : null;
+    }, 'the end entry', 5_000);
     const total = Number(lastId.split('-')[1]);
     expect(total).toBeGreaterThan(12);
     expect(await system.redis.xlen(createKeys('{ferry}').log(id))).toBe(5);
