@@ -128,6 +128,9 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
   const batches = createDownloadWorker<BatchData>({
     redis,
     keys,
+    // No JOB_TIMEOUT_SECONDS for a coordinator: it only waits for its modules, each of which has its
+    // own, and a batch of many modules may rightly run longer than one job; a coordinator stopped by
+    // the timeout would fail the batch with modules never added or never recorded.
     processor: withJobControls(createBatchCoordinator({
       redis,
       keys,
@@ -140,7 +143,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
       jobTtlSeconds: config.jobTtlSeconds,
       isCancelRequested,
       ...(options.batchPollMs !== undefined ? { pollMs: options.batchPollMs } : {}),
-    }), controls),
+    }), { ...controls, timeoutMs: undefined }),
     queue: { name: keys.batches.queueName, failedKey: keys.batches.failed },
     jobLog,
     logger,

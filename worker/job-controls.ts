@@ -58,8 +58,8 @@ export interface JobControlsOptions {
   readonly jobLog: JobLog;
   readonly logger: Logger;
   readonly leases: LeaseTracker;
-  /** JOB_TIMEOUT_SECONDS, in milliseconds. */
-  readonly timeoutMs: number;
+  /** JOB_TIMEOUT_SECONDS, in milliseconds; undefined: no timeout (a batch coordinator, whose modules each have theirs). */
+  readonly timeoutMs: number | undefined;
   /** Counts attempts and their outcomes (worker/metrics.ts). */
   readonly metrics?: Pick<WorkerMetrics, 'jobStarted' | 'jobFinished'>;
 }
@@ -80,7 +80,7 @@ export function withJobControls<Data>(inner: Processor<Data>, options: JobContro
     const forward = () => controller.abort(jobSignal?.reason);
     if (jobSignal?.aborted) forward();
     jobSignal?.addEventListener('abort', forward, { once: true });
-    const timer = setTimeout(() => controller.abort(ABORT.timeout), timeoutMs);
+    const timer = timeoutMs === undefined ? undefined : setTimeout(() => controller.abort(ABORT.timeout), timeoutMs);
     leases.start(jobId, () => controller.abort(ABORT.lockLost));
     const started = Date.now();
     let outcome: 'completed' | 'failed' | 'cancelled' | 'handed_back' = 'failed';
@@ -102,7 +102,7 @@ export function withJobControls<Data>(inner: Processor<Data>, options: JobContro
         throw new WaitingError();
       }
       if (reason === ABORT.timeout) {
-        failure = `Job ran longer than JOB_TIMEOUT_SECONDS (${Math.round(timeoutMs / 1_000)} s) and was stopped`;
+        failure = `Job ran longer than JOB_TIMEOUT_SECONDS (${Math.round((timeoutMs ?? 0) / 1_000)} s) and was stopped`;
         throw new UnrecoverableError(failure);
       }
       if (reason === ABORT.lockLost) {

@@ -237,3 +237,41 @@ describe('batches ("download selected"): module jobs spread over two workers, BA
     }
   });
 });
+
+describe('a batch may run longer than JOB_TIMEOUT_SECONDS; each of its module jobs may not', () => {
+  let jenkins: FakeJenkins;
+  let system: TestSystem;
+
+  beforeAll(async () => {
+    jenkins = await startFakeJenkins();
+    // One module at a time, each about 0.6 s (throttled): the batch takes about 2.4 s, past the 1 s timeout.
+    system = await startSystem(jenkins.url, { BATCH_PARALLELISM: '1', JOB_TIMEOUT_SECONDS: '1', JOB_ATTEMPTS: '1' }, 300);
+    await system.startWorker();
+  });
+
+  afterAll(async () => {
+    jenkins?.setThrottle(undefined);
+    await system?.stop();
+    await jenkins?.close();
+  });
+
+  it('completes with every module, none of which ran past the timeout', async () => {
+    const builds = [1, 2, 3, 4].map((number) =>
+      jenkins.addBuild(['QA_Release_9.2', `LONG-${number}`], number, { artifacts: [{ relativePath: 'big.bin', size: 120_000 }] }),
+    );
+    jenkins.setThrottle(200_000);
+    const answer = await postJson(`${system.baseUrl}/api/v1/jenkins/download-selected`, {
+      jobs: builds.map((url, index) => ({ key: `LONG_${index + 1}`, release: '9.2', build_url: url })),
+    });
+    expect(answer.status).toBe(202);
+    const id = answer.body.job_id as string;
+    const started = Date.now();
+    const done = await waitFor(async () => {
+      const { body } = await getJson(`${system.baseUrl}/api/v1/jenkins/download/${id}/status`);
+      return ['completed', 'failed', 'cancelled'].includes(body.status as string) ? body : null;
+    }, 'the batch to finish', 30_000);
+    expect(Date.now() - started).toBeGreaterThan(1_500);
+    expect(done.status).toBe('completed');
+    expect((done.modules as ModuleView[]).map((module) => module.status)).toEqual(['completed', 'completed', 'completed', 'completed']);
+  });
+});
