@@ -2,7 +2,26 @@ import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import type { RedisTarget } from './redis.js';
 
-const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+/** Node's timers hold at most 2^31 - 1 ms (about 24.8 days); a longer one fires at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** A whole number above zero and at most `max`. */
+const positiveInt = (fallback: number, max = Number.MAX_SAFE_INTEGER, tooLarge = `must be at most ${max}`) =>
+  z.coerce.number().int().positive().max(max, tooLarge).default(fallback);
+/** A duration a timer waits for, in milliseconds. */
+const timerMs = (fallback: number) => positiveInt(fallback, MAX_TIMER_MS, `must be at most ${MAX_TIMER_MS} (about 24.8 days, the longest timer Node can wait)`);
+/** A duration a timer waits for, in seconds. */
+const timerSeconds = (fallback: number) =>
+  positiveInt(fallback, Math.floor(MAX_TIMER_MS / 1_000), `must be at most ${Math.floor(MAX_TIMER_MS / 1_000)} (about 24.8 days, the longest timer Node can wait)`);
+
+/** The URL, or undefined when the text is not one (a refinement runs even after .url() failed). */
+const parsedUrl = (value: string): URL | undefined => {
+  try {
+    return new URL(value);
+  } catch {
+    return undefined;
+  }
+};
 
 const booleanString = (fallback: boolean) =>
   z
@@ -12,10 +31,23 @@ const booleanString = (fallback: boolean) =>
 
 const emptyAsUndefined = (value: unknown) => (value === '' ? undefined : value);
 
+/**
+ * A number setting's text: empty is unset, and anything but decimal digits is refused here (Number()
+ * would take `0x10` as 16 and `1e2` as 100).
+ */
+const numberText = (value: unknown, ctx: z.RefinementCtx) => {
+  if (value === '') return undefined;
+  if (typeof value === 'string' && !/^\s*\d+\s*$/.test(value)) {
+    ctx.addIssue({ code: 'custom', message: 'must be a whole number written in decimal digits' });
+    return z.NEVER;
+  }
+  return value;
+};
+
 const redisUrl = z
   .string()
   .url()
-  .refine((value) => /^rediss?:$/.test(new URL(value).protocol), 'must be a redis:// or rediss:// URL');
+  .refine((value) => /^rediss?:$/.test(parsedUrl(value)?.protocol ?? ''), 'must be a redis:// or rediss:// URL');
 
 /** Comma-separated `host:port` entries (IPv6 as `[::1]:7000`). */
 const hostPortList = z
@@ -33,8 +65,8 @@ const hostPortList = z
 const jenkinsUrl = z
   .string()
   .url()
-  .refine((value) => /^https?:$/.test(new URL(value).protocol), 'must be an http:// or https:// URL')
-  .refine((value) => new URL(value).username === '' && new URL(value).password === '', {
+  .refine((value) => /^https?:$/.test(parsedUrl(value)?.protocol ?? ''), 'must be an http:// or https:// URL')
+  .refine((value) => !parsedUrl(value)?.username && !parsedUrl(value)?.password, {
     message: 'must not contain credentials; use JENKINS_USER and JENKINS_API_TOKEN',
   })
   .transform((value) => {
@@ -116,13 +148,13 @@ const ConfigSchema = z
     /** PEM file of the CA that signed the Redis servers' certificates (all modes, with TLS). */
     REDIS_CA_FILE: z.preprocess(emptyAsUndefined, z.string().optional()),
     /** Replicas that must hold a new job (Redis WAIT) before the API answers 202; 0: do not wait. */
-    REDIS_WAIT_REPLICAS: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).max(16).default(0)),
+    REDIS_WAIT_REPLICAS: z.preprocess(numberText, z.coerce.number().int().min(0).max(16).default(0)),
     /** Milliseconds the API waits for those replicas before answering 503. */
-    REDIS_WAIT_TIMEOUT_MS: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(1).max(1_500, 'must be at most 1500 (API commands time out after 2000 ms)').default(1_000)),
+    REDIS_WAIT_TIMEOUT_MS: z.preprocess(numberText, z.coerce.number().int().min(1).max(1_500, 'must be at most 1500 (API commands time out after 2000 ms)').default(1_000)),
     /** Address the API listens on. */
     HOST: z.preprocess(emptyAsUndefined, z.string().min(1).default('127.0.0.1')),
     /** Port the API listens on (0 picks a free one). */
-    PORT: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).max(65535).default(3000)),
+    PORT: z.preprocess(numberText, z.coerce.number().int().min(0).max(65535).default(3000)),
     /** Root under which every downloaded file lands. */
     DOWNLOAD_DIR: z.preprocess(emptyAsUndefined, z.string().min(1).default('./downloads')),
     /** The one Jenkins origin (and path prefix) jobs may point at. */
@@ -130,15 +162,15 @@ const ConfigSchema = z
     JENKINS_USER: z.preprocess(emptyAsUndefined, z.string().optional()),
     JENKINS_API_TOKEN: z.preprocess(emptyAsUndefined, z.string().optional()),
     /** Jobs one worker process runs at once. */
-    WORKER_CONCURRENCY: z.preprocess(emptyAsUndefined, positiveInt(2)),
+    WORKER_CONCURRENCY: z.preprocess(numberText, positiveInt(2)),
     /** Comma-separated globs of artifact paths to download; empty means every artifact. */
     ARTIFACT_INCLUDE: z.preprocess(emptyAsUndefined, globList),
     /** How long a finished job stays readable, in seconds. */
-    JOB_TTL_SECONDS: z.preprocess(emptyAsUndefined, positiveInt(86_400)),
+    JOB_TTL_SECONDS: z.preprocess(numberText, positiveInt(86_400)),
     /** How long a finished job's log stays readable, in seconds (default: JOB_TTL_SECONDS). */
-    LOG_TTL_SECONDS: z.preprocess(emptyAsUndefined, z.coerce.number().int().positive().optional()),
+    LOG_TTL_SECONDS: z.preprocess(numberText, z.coerce.number().int().positive().optional()),
     /** Log lines kept per job; older lines are trimmed. */
-    MAX_LOG_LINES: z.preprocess(emptyAsUndefined, positiveInt(10_000)),
+    MAX_LOG_LINES: z.preprocess(numberText, positiveInt(10_000)),
     LOG_LEVEL: z.preprocess(
       emptyAsUndefined,
       z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
@@ -146,26 +178,26 @@ const ConfigSchema = z
     /** BullMQ key prefix; hash-tagged so one queue's keys share a Redis Cluster slot. */
     QUEUE_PREFIX: z.preprocess(emptyAsUndefined, z.string().min(1).default('{ferry}')),
     /** Milliseconds a worker's job lock lasts without renewal before another worker may take the job. */
-    JOB_LOCK_MS: z.preprocess(emptyAsUndefined, positiveInt(30_000)),
+    JOB_LOCK_MS: z.preprocess(numberText, timerMs(30_000)),
     /** Times a job may lose its worker (killed, paused past its lock) before it fails. */
-    JOB_MAX_STALLS: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).max(100).default(3)),
+    JOB_MAX_STALLS: z.preprocess(numberText, z.coerce.number().int().min(0).max(100).default(3)),
     /** A job running longer than this many seconds fails, freeing its worker. */
-    JOB_TIMEOUT_SECONDS: z.preprocess(emptyAsUndefined, positiveInt(6 * 60 * 60)),
+    JOB_TIMEOUT_SECONDS: z.preprocess(numberText, timerSeconds(6 * 60 * 60)),
     /** `.part` files no live job owns are removed once older than this many seconds. */
-    PART_TTL_SECONDS: z.preprocess(emptyAsUndefined, positiveInt(24 * 60 * 60)),
+    PART_TTL_SECONDS: z.preprocess(numberText, positiveInt(24 * 60 * 60)),
     /** How often each worker looks for such `.part` files, in seconds. */
-    PART_SWEEP_INTERVAL_SECONDS: z.preprocess(emptyAsUndefined, positiveInt(60 * 60)),
+    PART_SWEEP_INTERVAL_SECONDS: z.preprocess(numberText, timerSeconds(60 * 60)),
     /** Attempts per job (BullMQ retries with exponential backoff). */
-    JOB_ATTEMPTS: z.preprocess(emptyAsUndefined, positiveInt(3)),
+    JOB_ATTEMPTS: z.preprocess(numberText, positiveInt(3)),
     /** Milliseconds a process waits for running work when asked to stop. */
-    SHUTDOWN_TIMEOUT_MS: z.preprocess(emptyAsUndefined, positiveInt(30_000)),
+    SHUTDOWN_TIMEOUT_MS: z.preprocess(numberText, timerMs(30_000)),
     /** Tries per Jenkins request for timeouts, resets, 408, 429 and 5xx. */
-    DOWNLOAD_RETRIES: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).max(50).default(5)),
+    DOWNLOAD_RETRIES: z.preprocess(numberText, z.coerce.number().int().min(0).max(50).default(5)),
     /** A transfer slower than this many bytes per second for STALL_SECONDS is aborted and retried. */
-    MIN_SPEED_BYTES: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).default(1_024)),
-    STALL_SECONDS: z.preprocess(emptyAsUndefined, positiveInt(60)),
+    MIN_SPEED_BYTES: z.preprocess(numberText, z.coerce.number().int().min(0).default(1_024)),
+    STALL_SECONDS: z.preprocess(numberText, timerSeconds(60)),
     /** Requests in flight to Jenkins per worker process. */
-    JENKINS_MAX_CONNECTIONS: z.preprocess(emptyAsUndefined, positiveInt(4)),
+    JENKINS_MAX_CONNECTIONS: z.preprocess(numberText, positiveInt(4)),
     /** PEM file with an extra CA to trust for Jenkins (private PKI). */
     JENKINS_CA_FILE: z.preprocess(emptyAsUndefined, z.string().optional()),
     /** Turns TLS verification off. Only by explicit choice; a warning is logged at start. */
@@ -182,13 +214,13 @@ const ConfigSchema = z
      * (open, write, fsync, close, rename; a module's small files and manifest in one trip), started
      * on first use, ~9 MB each. More overlap more fsyncs, for disks where an fsync takes long.
      */
-    DOWNLOAD_WRITER_THREADS: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(1).max(16).default(2)),
+    DOWNLOAD_WRITER_THREADS: z.preprocess(numberText, z.coerce.number().int().min(1).max(16).default(2)),
     /** Largest artifact accepted, in bytes; a larger one fails the job before anything is written. */
-    MAX_ARTIFACT_BYTES: z.preprocess(emptyAsUndefined, positiveInt(20 * 1024 ** 3)),
+    MAX_ARTIFACT_BYTES: z.preprocess(numberText, positiveInt(20 * 1024 ** 3)),
     /** Module jobs of one batch pending or running at once, across the whole fleet. */
-    BATCH_PARALLELISM: z.preprocess(emptyAsUndefined, positiveInt(5)),
+    BATCH_PARALLELISM: z.preprocess(numberText, positiveInt(5)),
     /** Batches one worker process coordinates at once (a coordinator mostly waits; it holds no download slot). */
-    BATCH_COORDINATORS: z.preprocess(emptyAsUndefined, positiveInt(10)),
+    BATCH_COORDINATORS: z.preprocess(numberText, positiveInt(10)),
     /** API tokens (`role:token` or `role:label:token`, comma-separated); unset: open on loopback only. */
     API_TOKENS: z.preprocess(emptyAsUndefined, apiTokens),
     /** Signs stream tokens; required with API_TOKENS, the same on every API instance. */
@@ -204,13 +236,13 @@ const ConfigSchema = z
     /** Mount Bull Board read-only. */
     DASHBOARD_READ_ONLY: z.preprocess(emptyAsUndefined, booleanString(false)),
     /** Submissions per minute per token (or per address when open), across all API instances. */
-    RATE_LIMIT_PER_MINUTE: z.preprocess(emptyAsUndefined, positiveInt(120)),
+    RATE_LIMIT_PER_MINUTE: z.preprocess(numberText, positiveInt(120)),
     /** Proxies in front of the API whose X-Forwarded-For to trust for the client address. */
-    TRUST_PROXY: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).max(10).default(0)),
+    TRUST_PROXY: z.preprocess(numberText, z.coerce.number().int().min(0).max(10).default(0)),
     /** Browser origins allowed to call the API (CORS), comma-separated; empty: none. */
     CORS_ORIGINS: z.preprocess(emptyAsUndefined, originList),
     /** Worker only: serve Prometheus metrics on this port (unset: none). */
-    METRICS_PORT: z.preprocess(emptyAsUndefined, z.coerce.number().int().min(0).max(65_535).optional()),
+    METRICS_PORT: z.preprocess(numberText, z.coerce.number().int().min(0).max(65_535).optional()),
     /** Serve Bull Board at /admin/queues. */
     DASHBOARD_ENABLED: z.preprocess(emptyAsUndefined, booleanString(true)),
   })

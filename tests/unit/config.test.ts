@@ -52,6 +52,32 @@ describe('loadConfig', () => {
     expect(message).toContain('JENKINS_URL: is required');
   });
 
+  it('names a URL that cannot be parsed at all, with the others, rather than crashing', () => {
+    const message = (() => {
+      try {
+        loadConfig({ JENKINS_URL: 'not-a-url', REDIS_URL: 'redis://h:99999', PORT: 'eighty' });
+      } catch (caught) {
+        expect(caught).toBeInstanceOf(ConfigError);
+        return (caught as Error).message;
+      }
+      return '';
+    })();
+    for (const name of ['JENKINS_URL', 'REDIS_URL', 'PORT']) expect(message).toContain(name);
+  });
+
+  it('takes numbers in decimal digits only, and no timer longer than Node can wait', () => {
+    const base = { JENKINS_URL: 'https://j.example/' };
+    for (const [name, value] of [['PORT', '0x10'], ['JOB_TTL_SECONDS', '1e2'], ['WORKER_CONCURRENCY', '2.0'], ['MAX_LOG_LINES', '-5']]) {
+      expect(() => loadConfig({ ...base, [name as string]: value }), `${name}=${value}`).toThrow(new RegExp(`${name}: must be a whole number written in decimal digits`));
+    }
+    for (const [name, value] of [['JOB_TIMEOUT_SECONDS', '3000000'], ['PART_SWEEP_INTERVAL_SECONDS', '2147484'], ['SHUTDOWN_TIMEOUT_MS', '2147483648'], ['JOB_LOCK_MS', '9999999999'], ['STALL_SECONDS', '2147484']]) {
+      expect(() => loadConfig({ ...base, [name as string]: value }), `${name}=${value}`).toThrow(new RegExp(`${name}: must be at most \\d+ \\(about 24.8 days`));
+    }
+    const config = loadConfig({ ...base, JOB_TIMEOUT_SECONDS: ' 2147483 ', PORT: '0' });
+    expect(config.jobTimeoutMs).toBe(2_147_483_000);
+    expect(config.port).toBe(0);
+  });
+
   it('refuses credentials inside JENKINS_URL', () => {
     expect(() => loadConfig({ JENKINS_URL: 'https://u:p@j.example/' })).toThrow(/JENKINS_USER/);
   });
