@@ -139,6 +139,9 @@ async function list(ctx: CommandContext, command: Extract<Command, { name: 'list
     return EXIT.OK;
   }
   out.line(page.jobs.length > 0 ? formatJobTable(page.jobs) : 'No jobs');
-  if (page.next) out.notice(`More: ferry list${command.status ? ` --status ${command.status}` : ''}${command.release ? ` --release ${command.release}` : ''} --cursor ${page.next}`);
+  if (page.next) {
+    const same = `${command.status ? ` --status ${command.status}` : ''}${command.release ? ` --release ${command.release}` : ''}${command.limit !== undefined ? ` --limit ${command.limit}` : ''}`;
+    out.notice(`More: ferry list${same} --cursor ${page.next}`);
+  }
   return EXIT.OK;
 }

@@ -75,7 +75,8 @@ export async function followLog(options: FollowOptions): Promise<LogEnd> {
       }
     } catch (error) {
       if (signal?.aborted) throw error;
-      if (error instanceof ApiError && !isRetryableStatus(error.status)) throw error;
+      // Any 5xx is worth another try for a follower (README "Command line"); a 4xx is not.
+      if (error instanceof ApiError && !isRetryableStatus(error.status) && error.status < 500) throw error;
       // Malformed event data would come back the same on every reconnect.
       if (error instanceof SyntaxError) throw error;
       // undici ends a body whose connection broke with TypeError('terminated').

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, loadDotEnv } from '../shared/config.js';
 import { ConfigError } from '../shared/errors.js';
-import { createLogger } from '../shared/logger.js';
+import { createLogger, redactText } from '../shared/logger.js';
 
 /**
  * The all-in-one runner behind `npm start`: a private Redis (unless REDIS_URL is set), one API and
@@ -30,10 +30,19 @@ let logger = createLogger({ service: 'runner', level: 'info' });
 let stopTimeoutMs = 35_000; // SHUTDOWN_TIMEOUT_MS + 5 s once the configuration is read
 
 /** WORKERS: how many worker processes to start (default 2). */
-function workerCount(env: NodeJS.ProcessEnv): number {
+/** WORKERS (the runner's own setting), checked with every other: one message names all bad ones. */
+function loadRunnerConfig(env: NodeJS.ProcessEnv): { config: ReturnType<typeof loadConfig>; workers: number } {
   const raw = env.WORKERS?.trim() || '2';
-  if (!/^\d+$/.test(raw) || Number(raw) < 1) throw new ConfigError(`Invalid configuration:\n  WORKERS: must be a positive integer (got "${raw}")`);
-  return Number(raw);
+  const badWorkers = !/^\d+$/.test(raw) || Number(raw) < 1 ? `  WORKERS: must be a positive integer (got "${raw}")` : undefined;
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig(env);
+  } catch (error) {
+    if (badWorkers && error instanceof ConfigError) throw new ConfigError(`${error.message}\n${badWorkers}`);
+    throw error;
+  }
+  if (badWorkers) throw new ConfigError(`Invalid configuration:\n${badWorkers}`);
+  return { config, workers: Number(raw) };
 }
 
 function onPath(command: string): boolean {
@@ -187,9 +196,9 @@ function urlHost(host: string, connectable: boolean): string {
 
 async function main(): Promise<void> {
   loadDotEnv();
-  const privateRedis = !process.env.REDIS_URL;
-  const config = loadConfig(process.env); // validates everything before anything starts
-  const workers = workerCount(process.env);
+  // A private redis-server only when no Redis is configured at all (a URL, a Cluster or Sentinels).
+  const privateRedis = !process.env.REDIS_URL && !process.env.REDIS_CLUSTER_NODES && !process.env.REDIS_SENTINELS;
+  const { config, workers } = loadRunnerConfig(process.env); // validates everything before anything starts
   logger = createLogger({ service: 'runner', level: config.logLevel });
   stopTimeoutMs = config.shutdownTimeoutMs + 5_000;
   onSignals();
@@ -216,10 +225,16 @@ async function main(): Promise<void> {
     return shutdown(1);
   }
   const dashboard = config.dashboardEnabled ? `${api}/admin/queues` : 'disabled (DASHBOARD_ENABLED=false)';
+  // Never a password on the terminal; a Cluster or Sentinels are named as configured.
+  const redisShown = process.env.REDIS_CLUSTER_NODES
+    ? `cluster ${process.env.REDIS_CLUSTER_NODES}`
+    : process.env.REDIS_SENTINELS
+      ? `sentinels ${process.env.REDIS_SENTINELS}`
+      : redactText(redisUrl);
   process.stdout.write(
     `\nferry is running (1 API, ${workers} worker${workers === 1 ? '' : 's'})\n  API:       ${api}\n  Dashboard: ${dashboard}\n` +
       `  Metrics:   ${api}/metrics, workers ${metricsUrls.join(' ')}\n` +
-      `  Redis:     ${redisUrl}${privateRedis ? ' (private, data in ./data)' : ''}\nPress Ctrl+C to stop.\n\n`,
+      `  Redis:     ${redisShown}${privateRedis ? ' (private, data in ./data)' : ''}\nPress Ctrl+C to stop.\n\n`,
   );
 }
 

@@ -250,6 +250,10 @@ const ConfigSchema = z
     if (env.REDIS_CLUSTER_NODES && env.REDIS_SENTINELS) {
       context.addIssue({ code: 'custom', path: ['REDIS_SENTINELS'], message: 'set either REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both' });
     }
+    if (env.REDIS_CLUSTER_NODES && !/^\{[^{}]+\}/.test(env.QUEUE_PREFIX)) {
+      // BullMQ's keys of a queue must share a slot: a prefix without a hash tag fails with CROSSSLOT at run time.
+      context.addIssue({ code: 'custom', path: ['QUEUE_PREFIX'], message: 'must begin with a hash tag in braces, e.g. {ferry}, with REDIS_CLUSTER_NODES' });
+    }
     if (env.REDIS_CLUSTER_NODES && env.REDIS_WAIT_REPLICAS > 0) {
       // WAIT answers for the node it is sent to, and a Cluster client sends it to any node.
       context.addIssue({ code: 'custom', path: ['REDIS_WAIT_REPLICAS'], message: 'is not supported with REDIS_CLUSTER_NODES (one server or Sentinel only)' });

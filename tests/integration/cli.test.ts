@@ -7,6 +7,10 @@ import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createApiClient } from '../../cli/api-client.js';
+import { followLog, type LogLine } from '../../cli/follow-log.js';
 import { readSse, type SseEvent } from '../../cli/sse-reader.js';
 import { startFakeJenkins, type FakeJenkins } from '../helpers/fake-jenkins.js';
 import { startScript, waitReady, type ChildService } from '../helpers/processes.js';
@@ -490,6 +494,48 @@ describe('the CLI\'s SSE reader', () => {
     const { events, error } = await collect(body(['id: 0-1\ndata: {"m":1}\n\n', 'id: 0-2\ndata: {"m":2}\n'], true));
     expect(events).toEqual([{ event: 'message', id: '0-1', data: '{"m":1}' }]);
     expect(error).toBeInstanceOf(TypeError);
+  });
+});
+
+describe('the CLI\'s log follower against an API that answers 500 once', () => {
+  it('tries again after a 5xx (not only 502/503/504) and resumes after the last line it had', async () => {
+    const asked: Array<string | undefined> = [];
+    const server = createServer((req, res) => {
+      asked.push(req.headers['last-event-id'] as string | undefined);
+      if (asked.length === 2) {
+        res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'INTERNAL', message: 'Internal server error' } }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      if (asked.length === 1) {
+        // One line, then the connection ends before the job does.
+        res.end(`id: 0-1\ndata: ${JSON.stringify({ message: 'first', timestamp: '2026-01-01T00:00:00Z' })}\n\n`);
+        return;
+      }
+      res.end(
+        `id: 0-2\ndata: ${JSON.stringify({ message: 'second', timestamp: '2026-01-01T00:00:01Z' })}\n\n` +
+          `id: 0-3\ndata: ${JSON.stringify({ status: 'completed', error: null })}\n\nevent: complete\ndata: {"status":"completed"}\n\n`,
+      );
+    });
+    server.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    try {
+      const lines: LogLine[] = [];
+      const reasons: string[] = [];
+      const end = await followLog({
+        client: createApiClient({ baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }),
+        jobId: 'job-1',
+        onLine: (line) => lines.push(line),
+        onReconnect: ({ reason }) => reasons.push(reason),
+        sleep: async () => undefined,
+      });
+      expect(end.status).toBe('completed');
+      expect(lines.map((line) => line.message)).toEqual(['first', 'second']);
+      expect(asked).toEqual([undefined, '0-1', '0-1']);
+      expect(reasons.some((reason) => reason.includes('500'))).toBe(true);
+    } finally {
+      server.close();
+    }
   });
 });
 

@@ -161,4 +161,20 @@ describe('npm start runner', () => {
     ];
     expect(sequence).toEqual([...sequence].sort((x, y) => x - y));
   }, 90_000);
+
+  it('names a bad WORKERS together with every other bad variable, and starts nothing', async () => {
+    const cwd = await mkdtemp(path.join(os.tmpdir(), 'ferry-runner-bad-'));
+    try {
+      const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(REDIS_|JENKINS_|PORT$|WORKERS$)/.test(name)));
+      const child = spawn(process.execPath, [runnerScript], { cwd, env: { ...env, WORKERS: 'zero', PORT: 'eighty' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+      expect(code).not.toBe(0);
+      for (const name of ['WORKERS', 'PORT', 'JENKINS_URL']) expect(stderr).toContain(name);
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+    }
+  });
 });
+

@@ -65,6 +65,13 @@ describe('loadConfig', () => {
     for (const name of ['JENKINS_URL', 'REDIS_URL', 'PORT']) expect(message).toContain(name);
   });
 
+  it('with REDIS_CLUSTER_NODES, QUEUE_PREFIX must begin with a hash tag (a queue\'s keys share a slot)', () => {
+    const base = { JENKINS_URL: 'https://j.example/', REDIS_CLUSTER_NODES: '127.0.0.1:7000' };
+    expect(() => loadConfig({ ...base, QUEUE_PREFIX: 'ferry' })).toThrow(/QUEUE_PREFIX: must begin with a hash tag in braces/);
+    expect(loadConfig({ ...base, QUEUE_PREFIX: '{ferry-b}' }).queuePrefix).toBe('{ferry-b}');
+    expect(loadConfig({ JENKINS_URL: 'https://j.example/', QUEUE_PREFIX: 'ferry' }).queuePrefix).toBe('ferry');
+  });
+
   it('takes numbers in decimal digits only, and no timer longer than Node can wait', () => {
     const base = { JENKINS_URL: 'https://j.example/' };
     for (const [name, value] of [['PORT', '0x10'], ['JOB_TTL_SECONDS', '1e2'], ['WORKER_CONCURRENCY', '2.0'], ['MAX_LOG_LINES', '-5']]) {
