@@ -10,7 +10,6 @@ import { DirectGetUnsupported, type ResponseHead } from './direct-get.js';
 import { sharedFileWriter, type FileWrite, type FileWriter } from './file-writer.js';
 import { LeaseLostError, PartWriter, partWriterStream, type WriteMode } from './part-writer.js';
 import { RetryableError } from './retry-policy.js';
-import { UnsafePathError } from './safe-path.js';
 
 /** The bytes received do not match the fingerprint Jenkins published. */
 export class IntegrityError extends AppError {
@@ -562,7 +561,7 @@ async function assertOnDiskInside(root: string, dir: string): Promise<void> {
   }
   const [inside, real] = await Promise.all([realRoot, realpath(dir)]);
   if (real !== inside && !real.startsWith(`${inside}${path.sep}`)) {
-    throw new UnrecoverableError(new UnsafePathError(`${dir} leads outside the download folder (to ${real}) through a symbolic link`).message);
+    throw new UnrecoverableError(`${dir} leads outside the download folder (to ${real}) through a symbolic link`);
   }
 }
 

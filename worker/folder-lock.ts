@@ -18,8 +18,9 @@ export interface FolderLock {
 
 /**
  * Takes the lock (KEYS[1]) for this hold (ARGV[1], "<job id> <hold id>") when it is free or held by
- * an earlier attempt of the same job (ARGV[2], the job id), for ARGV[3] ms; returns the value it
- * holds after, so the caller holds the lock when that is its own.
+ * an earlier attempt of the same job (ARGV[2], the job id; a bare job id is a lock taken by a worker
+ * of the version before this one), for ARGV[3] ms; returns the value it holds after, so the caller
+ * holds the lock when that is its own.
  */
 const ACQUIRE = defineScript(`local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[1] and current ~= ARGV[2] and string.sub(current, 1, #ARGV[2] + 1) ~= ARGV[2] .. ' ' then return current end
