@@ -1,6 +1,5 @@
 import type { Request, Response } from 'express';
 import type { Redis } from 'ioredis';
-import { RateLimiterRedis } from 'rate-limiter-flexible';
 import { RateLimitedError } from '../shared/errors.js';
 import type { Keys } from '../shared/keys.js';
 import { defineScript } from '../shared/redis-script.js';
@@ -16,7 +15,7 @@ export interface RateLimitOptions {
 
 /** One caller's budget as the single-submit script spends it (api/dedup-claim.ts). */
 export interface RateBudget {
-  /** The counter's key: rate-limiter-flexible's `<keyPrefix>:<caller>`. */
+  /** The counter's key: `<keyPrefix>:<caller>` (as rate-limiter-flexible named it, so counters carry over). */
   readonly key: string;
   /** Submissions allowed per window. */
   readonly points: number;
@@ -24,7 +23,7 @@ export interface RateBudget {
 }
 
 /**
- * rate-limiter-flexible's own Redis script (RateLimiterRedis, 11.x), inlined by the claim script so
+ * rate-limiter-flexible's Redis script (RateLimiterRedis, 11.x, which ferry used first), inlined by the claim script so
  * a single submit spends its point in the same round trip as its dedup claim: the same key, the
  * same operations, so both paths count against one budget. KEYS[3] the counter, ARGV[5] the
  * window in seconds; leaves `consumed` and `ttl` set.
@@ -84,21 +83,15 @@ export function rateLimited(points: number, msBeforeNext: number): RateLimitedEr
 
 /**
  * Submissions per caller per minute, counted in Redis so the limit holds across API instances
- * (rate-limiter-flexible: an atomic increment with expiry per caller and window). Over the limit:
+ * (an atomic increment with expiry per caller and window, as rate-limiter-flexible counts). Over the limit:
  * 429 with Retry-After. While Redis is down the request fails as any other would (503), rather
  * than letting traffic through unmetered. The single submit spends its point in its dedup claim
  * script instead (one round trip less per submit, see `budget`), on the same counter.
  */
 export function createSubmitRateLimit(options: RateLimitOptions): SubmitRateLimit {
-  const limiter = new RateLimiterRedis({
-    storeClient: options.redis,
-    keyPrefix: `ferry:rate:${options.keys.queuePrefix}:${options.keys.queueName}`,
-    points: options.perMinute,
-    duration: 60,
-    rejectIfRedisNotReady: true,
-  });
-  /** The caller's counter, as rate-limiter-flexible names it. */
-  const keyOf = (req: Request, res: Response) => limiter.getKey(options.scope(req, res));
+  const keyPrefix = `ferry:rate:${options.keys.queuePrefix}:${options.keys.queueName}`;
+  /** The caller's counter: `<keyPrefix>:<caller>`, the key rate-limiter-flexible gave it. */
+  const keyOf = (req: Request, res: Response) => `${keyPrefix}:${options.scope(req, res)}`;
   const spend = async (req: Request, res: Response, points: number): Promise<void> => {
     const [spent, used, msLeft] = (await spendPoints(options.redis, [keyOf(req, res)], [60, points, options.perMinute])) as [number, number, number];
     if (spent !== 1) throw rateLimited(options.perMinute, Number(msLeft));

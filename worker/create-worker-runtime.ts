@@ -105,7 +105,7 @@ export function createWorkerRuntime(options: WorkerRuntimeOptions): WorkerRuntim
     downloadDir: config.downloadDir,
     defaultInclude: config.artifactInclude,
     transfer: config.transfer,
-    folderLock: createFolderLock(ops, keys, config.jobLockMs, undefined, (jobId) => leases.check(jobId)),
+    folderLock: createFolderLock(ops, keys, config.jobLockMs, { leaseHeld: (jobId) => leases.check(jobId) }),
     isCancelRequested,
     ...(options.progressIntervalMs !== undefined ? { progressIntervalMs: options.progressIntervalMs } : {}),
     publishBullProgress: async (job, progress) => {

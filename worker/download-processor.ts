@@ -160,7 +160,7 @@ export function createDownloadProcessor(options: DownloadProcessorOptions): Down
     let stagedBytes = 0;
     const earlier: Array<Promise<void>> = [];
     const writeStaged = (files: FileWrite[], last?: FileWrite) => {
-      if (options.canWrite && !options.canWrite(jobId)) throw signal.reason ?? new LeaseLostError();
+      if (canWrite && !canWrite(jobId)) throw signal.reason ?? new LeaseLostError();
       return writer.writeAll(files, last).catch((error: unknown) => {
         throw withContext(`${prefix} ${module.name}`, smallWriteError(error, `${files.length + (last ? 1 : 0)} file(s)`, module.dir));
       });

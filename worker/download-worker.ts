@@ -5,16 +5,11 @@ import type { JobLog } from '../shared/job-log.js';
 import type { Keys } from '../shared/keys.js';
 import type { Logger } from '../shared/logger.js';
 import { ABORT, type LeaseTracker } from './job-controls.js';
+import { REDIS_WRITE_RETRY_DELAYS_MS, retryOnSchedule } from './retry-policy.js';
 
 
 /** How long a completed job's end record may wait for others to leave with (milliseconds). */
 export const END_RECORD_DELAY_MS = 10;
-/**
- * Waits between the tries of an end record Redis refused (a failover, a full Redis): about 8 s in
- * all, as a job log's last burst gets (job-journal.ts). The end script appends the entry once
- * however often it runs, so a try whose answer was lost is harmless.
- */
-export const END_RECORD_RETRY_DELAYS_MS: readonly number[] = [100, 250, 500, 1_000, 2_000, 4_000];
 
 export interface DownloadWorkerOptions<Data> {
   readonly redis: Redis;
@@ -47,22 +42,16 @@ export type DownloadWorker<Data> = Worker<Data, JobResult> & {
  */
 export function createDownloadWorker<Data = JobData>(options: DownloadWorkerOptions<Data>): DownloadWorker<Data> {
   const { redis, keys, logger } = options;
-  /** The end entry, tried again while Redis refuses it: otherwise a log would wait for a reader to end it. */
+  /**
+   * The end entry, tried again while Redis refuses it (otherwise a log would wait for a reader to
+   * end it). The end script appends the entry once however often it runs.
+   */
   const jobLog: Pick<JobLog, 'end' | 'append'> = {
     append: (jobId, message) => options.jobLog.append(jobId, message),
-    async end(jobId, status, error, lastLine) {
-      for (let attempt = 0; ; attempt += 1) {
-        try {
-          await options.jobLog.end(jobId, status, error, lastLine);
-          return;
-        } catch (failure) {
-          const wait = END_RECORD_RETRY_DELAYS_MS[attempt];
-          if (wait === undefined) throw failure;
-          logger.warn('could not write a job log end entry; trying again', { job_id: jobId, error: (failure as Error).message });
-          await new Promise((resolve) => setTimeout(resolve, wait));
-        }
-      }
-    },
+    end: (jobId, status, error, lastLine) =>
+      retryOnSchedule(() => options.jobLog.end(jobId, status, error, lastLine), REDIS_WRITE_RETRY_DELAYS_MS, (failure) =>
+        logger.warn('could not write a job log end entry; trying again', { job_id: jobId, error: (failure as Error).message }),
+      ),
   };
   const queue = options.queue ?? { name: keys.queueName, failedKey: keys.bullFailed };
   const worker = new Worker<Data, JobResult>(queue.name, options.processor, {

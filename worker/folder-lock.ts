@@ -30,12 +30,19 @@ return ARGV[1]`);
 const RELEASE = defineScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`);
 const EXTEND = defineScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`);
 
-/**
- * `leaseHeld(jobId)`: false once this process may no longer act for the job (its BullMQ lock ran out
- * while it was paused or cut off: job-controls.ts LeaseTracker.check, which then aborts the job's
- * signal). Such an attempt must not take the lock over from the job's new attempt.
- */
-export function createFolderLock(redis: Redis, keys: Keys, ttlMs: number, pollMs = 500, leaseHeld: (jobId: string) => boolean = () => true): FolderLock {
+export interface FolderLockOptions {
+  /** Milliseconds between looks at a lock another job holds (default 500). */
+  readonly pollMs?: number;
+  /**
+   * False once this process may no longer act for the job (its BullMQ lock ran out while it was
+   * paused or cut off: job-controls.ts LeaseTracker.check, which then aborts the job's signal). Such
+   * an attempt must not take the lock over from the job's new attempt. Default: always held.
+   */
+  readonly leaseHeld?: (jobId: string) => boolean;
+}
+
+export function createFolderLock(redis: Redis, keys: Keys, ttlMs: number, options: FolderLockOptions = {}): FolderLock {
+  const { pollMs = 500, leaseHeld = () => true } = options;
   const sleep = (ms: number, signal: AbortSignal) =>
     new Promise<void>((resolve, reject) => {
       // An abort that came while a command was in flight has already fired its event.

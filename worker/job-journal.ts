@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Progress } from '../shared/job-contract.js';
 import type { JobLog, PendingLine } from '../shared/job-log.js';
+import { REDIS_WRITE_RETRY_DELAYS_MS, retryOnSchedule } from './retry-policy.js';
 
 /**
  * What one job attempt writes to Redis besides its files: its log lines (and a batch's copy of
@@ -53,7 +54,6 @@ export interface JobJournalOptions {
   readonly maxQueuedLines?: number;
 }
 
-const DEFAULT_CLOSE_RETRIES = [100, 250, 500, 1_000, 2_000, 4_000];
 
 /** A burst as it was sent: sent again exactly so (same number) until Redis has taken it. */
 interface Burst {
@@ -192,19 +192,8 @@ export function createJobJournal(options: JobJournalOptions): JobJournal {
     flush,
     async close() {
       closed = true;
-      const delays = options.closeRetryDelaysMs ?? DEFAULT_CLOSE_RETRIES;
       try {
-        for (let attempt = 0; ; attempt += 1) {
-          try {
-            await flush();
-            return;
-          } catch (error) {
-            const wait = delays[attempt];
-            if (wait === undefined) throw error;
-            options.onError(error);
-            await new Promise((resolve) => setTimeout(resolve, wait));
-          }
-        }
+        await retryOnSchedule(flush, options.closeRetryDelaysMs ?? REDIS_WRITE_RETRY_DELAYS_MS, options.onError);
       } finally {
         // A timed flush that failed while close() ran may have scheduled a retry: none may outlive it.
         clearTimeout(timer);

@@ -13,6 +13,26 @@ export class RetryableError extends AppError {
 }
 
 /** HTTP statuses that may succeed later. */
+/**
+ * Waits between the tries of a Redis write the server refused (a failover, a full Redis): about 8 s
+ * in all. A job log's last burst and a job's end entry get it.
+ */
+export const REDIS_WRITE_RETRY_DELAYS_MS: readonly number[] = [100, 250, 500, 1_000, 2_000, 4_000];
+
+/** Runs `operation`, and again after each of `delaysMs` while it fails (telling `onRetry`); throws the last failure. */
+export async function retryOnSchedule<T>(operation: () => Promise<T>, delaysMs: readonly number[], onRetry: (error: unknown) => void): Promise<T> {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await operation();
+    } catch (error) {
+      const wait = delaysMs[attempt];
+      if (wait === undefined) throw error;
+      onRetry(error);
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+}
+
 export function isRetryableStatus(status: number): boolean {
   return status === 408 || status === 429 || (status >= 500 && status <= 599);
 }

@@ -12,7 +12,7 @@ describe('folder lock (real Redis)', () => {
   });
 
   it('lets one job write a folder at a time; the other waits, is told who holds it, then runs', async () => {
-    const lock = createFolderLock(redis, keys, 5_000, 20);
+    const lock = createFolderLock(redis, keys, 5_000, { pollMs: 20 });
     const signal = new AbortController().signal;
     const events: string[] = [];
     const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -32,7 +32,7 @@ describe('folder lock (real Redis)', () => {
 
   it('a holder that stops renewing (crashed) loses the lock after its TTL', async () => {
     await redis.set(keys.folderLock('6.4/m/2'), 'crashed-job', 'PX', 200);
-    const lock = createFolderLock(redis, keys, 5_000, 20);
+    const lock = createFolderLock(redis, keys, 5_000, { pollMs: 20 });
     const started = Date.now();
     await lock.withLock('6.4/m/2', 'B', new AbortController().signal, () => undefined, async () => undefined);
     expect(Date.now() - started).toBeGreaterThanOrEqual(150);
@@ -42,7 +42,7 @@ describe('folder lock (real Redis)', () => {
     // Job X's first attempt (a worker paused past its job lock) and its second (the worker BullMQ
     // gave the job to): the first one's release, when it wakes, must not free the folder for job Y
     // while the second is still writing.
-    const lock = createFolderLock(redis, keys, 5_000, 20);
+    const lock = createFolderLock(redis, keys, 5_000, { pollMs: 20 });
     const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
     const signal = new AbortController().signal;
     const events: string[] = [];
@@ -70,8 +70,8 @@ describe('folder lock (real Redis)', () => {
   });
 
   it('an attempt whose lease is lost does not take the lock, not even from its own job', async () => {
-    const holder = createFolderLock(redis, keys, 5_000, 20);
-    const stale = createFolderLock(redis, keys, 5_000, 20, () => false);
+    const holder = createFolderLock(redis, keys, 5_000, { pollMs: 20 });
+    const stale = createFolderLock(redis, keys, 5_000, { pollMs: 20, leaseHeld: () => false });
     const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
     let staleRan = false;
     const holding = holder.withLock('6.4/m/4', 'X', new AbortController().signal, () => undefined, () => sleep(200));
